@@ -1,0 +1,264 @@
+"""The `relay` command line (SPEC §7)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+
+import orjson
+
+from . import __version__, tail
+from .config import Config, ConfigError, HttpDestination, find_config, load
+from .confread import parse_duration
+from .store import DestinationStats, ReplayFilter, SqliteStore, StorageUnavailable
+
+
+class Failed(Exception):
+    """A command failed; the message is printed as one line on stderr, exit status 1."""
+
+
+def parse_time(value: str) -> float:
+    """Epoch seconds, an ISO 8601 time, or a duration meaning that long ago (`2h`)."""
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parsed.timestamp()
+    except ValueError:
+        pass
+    try:
+        return time.time() - parse_duration(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a time: {value!r} (epoch seconds, ISO 8601, or e.g. 2h)"
+        ) from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", default=argparse.SUPPRESS, help="config file")
+    p = argparse.ArgumentParser(
+        prog="relay", description="A durable event relay for mail platforms."
+    )
+    p.add_argument(
+        "-c",
+        "--config",
+        default=None,
+        help="config file (default: $RELAY_CONFIG, "
+        "./relay.toml, /etc/relay/relay.toml, else embedded defaults)",
+    )
+    p.add_argument("--version", action="version", version=f"relay {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add = lambda name, help: sub.add_parser(name, parents=[common], help=help)  # noqa: E731
+    add("serve", "run the daemon")
+    add("check-config", "validate the config and print what it would run")
+    s = add("stats", "per destination: pending, leased, dead, delivered, oldest pending")
+    s.add_argument("--json", action="store_true")
+    t = add("tail", "read or follow the dispatch log")
+    t.add_argument("-f", "--follow", action="store_true")
+    t.add_argument("--json", action="store_true")
+    t.add_argument("--destination")
+    t.add_argument("--event-type")
+    t.add_argument("--outcome", choices=["delivered", "retry", "dead", "leased", "acked"])
+    dead = add("dead", "list or replay dead deliveries")
+    dsub = dead.add_subparsers(dest="dead_command", required=True, metavar="list|replay")
+    dl = dsub.add_parser("list", parents=[common], help="list dead deliveries")
+    dl.add_argument("--destination")
+    dl.add_argument("--json", action="store_true")
+    dl.add_argument("--limit", type=int, default=1000)
+    dr = dsub.add_parser("replay", parents=[common], help="make dead deliveries pending again")
+    dr.add_argument("--destination")
+    dr.add_argument("--id", action="append", default=[], dest="ids", help="event id (repeatable)")
+    dr.add_argument("--since", type=parse_time)
+    dr.add_argument("--until", type=parse_time)
+    dr.add_argument("--dry-run", action="store_true")
+    pa = add("pause", "stop sending to a destination (its backlog is kept)")
+    pa.add_argument("destination")
+    pa.add_argument("--for", dest="duration", help="resume by itself after this long, e.g. 30m")
+    add("resume", "start sending to a paused destination again").add_argument("destination")
+    add("backup", "a consistent copy of the database, safe while the daemon runs").add_argument(
+        "path"
+    )
+    db = add("db", "database maintenance")
+    db.add_subparsers(dest="db_command", required=True, metavar="migrate").add_parser(
+        "migrate", parents=[common], help="apply schema migrations"
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(name)s %(levelname)s %(message)s", stream=sys.stderr
+    )
+    try:
+        config = load(find_config(args.config))
+        return COMMANDS[args.command](args, config)
+    except (ConfigError, Failed, StorageUnavailable) as exc:
+        print(f"relay: {exc}", file=sys.stderr)
+        return 1
+
+
+def _with_store(config: Config, work: Callable[[SqliteStore], Awaitable[int]]) -> int:
+    """Run `work` against the database file (the daemon may be running: that's fine)."""
+    if not config.storage.path.exists():
+        raise Failed(
+            f"no database at {config.storage.path} (has relay serve run with this config?)"
+        )
+
+    async def go() -> int:
+        store = SqliteStore(config.storage.path)
+        await store.open()
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+def cmd_serve(args: argparse.Namespace, config: Config) -> int:
+    import uvloop
+
+    from .daemon import StartupError, serve
+
+    try:
+        uvloop.run(serve(config, find_config(args.config)))
+    except StartupError as exc:
+        raise Failed(str(exc)) from None
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
+    print(f"config: {config.source}")
+    print(f"listen: {config.server.host}:{config.server.port}  database: {config.storage.path}")
+    print("destinations:")
+    for name, d in config.destinations.items():
+        where = f"{d.method} {d.url} ({d.format})" if isinstance(d, HttpDestination) else "pull API"
+        print(f"  {name:<16} {d.type:<5} {where}")
+    print("routes:")
+    for r in config.routes:
+        types = "*" if len(r.event_types) == 13 else ",".join(sorted(r.event_types))
+        match = " ".join(f"{k}={'|'.join(sorted(v))}" for k, v in r.match)
+        print(f"  {types} -> {', '.join(r.destinations)}" + (f"  when {match}" if match else ""))
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace, config: Config) -> int:
+    async def work(store: SqliteStore) -> int:
+        stats = await store.stats()
+        for name in config.destinations:
+            stats.destinations.setdefault(name, DestinationStats())
+        if args.json:
+            print(orjson.dumps(stats.as_dict()).decode())
+            return 0
+        print(f"events: {stats.events}  unrouted: {stats.unrouted}")
+        print(
+            f"{'destination':<20}{'pending':>10}{'leased':>10}{'dead':>10}{'delivered':>12}  oldest pending"
+        )
+        for name, d in sorted(stats.destinations.items()):
+            age = "-" if d.oldest_pending_s is None else f"{d.oldest_pending_s:.1f}s"
+            print(f"{name:<20}{d.pending:>10}{d.leased:>10}{d.dead:>10}{d.delivered:>12}  {age}")
+        return 0
+
+    return _with_store(config, work)
+
+
+def cmd_tail(args: argparse.Namespace, config: Config) -> int:
+    return tail.run(
+        config.dispatch_log, args.follow, args.json, args.destination, args.event_type, args.outcome
+    )
+
+
+def cmd_dead(args: argparse.Namespace, config: Config) -> int:
+    if args.dead_command == "list":
+
+        async def work(store: SqliteStore) -> int:
+            rows = await store.dead_list(args.destination, 0, args.limit)
+            for r in rows:
+                if args.json:
+                    print(orjson.dumps(r.as_dict()).decode())
+                else:
+                    print(
+                        f"{r.event_id}  {r.destination}  {r.event_type}  attempts={r.attempts}  {r.last_error or ''}"
+                    )
+            return 0
+    else:
+        where = ReplayFilter(args.destination, tuple(args.ids), args.since, args.until)
+
+        async def work(store: SqliteStore) -> int:
+            ids = await store.replay(where, dry_run=args.dry_run)
+            print(f"{'would replay' if args.dry_run else 'replayed'} {len(ids)} deliveries")
+            return 0
+
+    return _with_store(config, work)
+
+
+def _known(config: Config, name: str) -> None:
+    if name not in config.destinations:
+        raise Failed(f"unknown destination {name!r} (known: {', '.join(config.destinations)})")
+
+
+def cmd_pause(args: argparse.Namespace, config: Config) -> int:
+    _known(config, args.destination)
+    until = None
+    if args.duration:
+        try:
+            until = time.time() + parse_duration(args.duration)
+        except ValueError as exc:
+            raise Failed(f"--for: {exc}") from None
+    _with_store(config, lambda store: _done(store.pause(args.destination, until)))
+    print(f"paused {args.destination}" + (f" for {args.duration}" if until else ""))
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace, config: Config) -> int:
+    _known(config, args.destination)
+    _with_store(config, lambda store: _done(store.resume(args.destination)))
+    print(f"resumed {args.destination}")
+    return 0
+
+
+def cmd_backup(args: argparse.Namespace, config: Config) -> int:
+    target = Path(args.path)
+    if target.exists():
+        raise Failed(f"{target} exists; choose a new path")
+    _with_store(config, lambda store: _done(store.backup(target)))
+    print(f"backed up {config.storage.path} to {target}")
+    return 0
+
+
+def cmd_db(args: argparse.Namespace, config: Config) -> int:
+    async def work(store: SqliteStore) -> int:
+        print(f"schema version {await store.schema_version()}")
+        return 0
+
+    if not config.storage.path.exists():
+        config.storage.path.touch()
+    return _with_store(config, work)  # opening the store migrates it
+
+
+async def _done(awaitable: Awaitable[object]) -> int:
+    await awaitable
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
+    "serve": cmd_serve,
+    "check-config": cmd_check_config,
+    "stats": cmd_stats,
+    "tail": cmd_tail,
+    "dead": cmd_dead,
+    "pause": cmd_pause,
+    "resume": cmd_resume,
+    "backup": cmd_backup,
+    "db": cmd_db,
+}

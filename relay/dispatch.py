@@ -1,0 +1,166 @@
+"""One dispatcher per push destination: claim due deliveries → send → record the outcome.
+
+Each dispatcher has its own concurrency and its own backlog, so a receiver that is down
+only slows its own queue. An idle dispatcher sleeps until ingestion wakes it, its next
+delivery falls due, or `IDLE_POLL_S` passes (which is how it notices a replay or resume
+made by the CLI in another process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+
+from .backoff import next_attempt_at
+from .config import HttpDestination
+from .destinations.base import Outcome, Result, Sender
+from .dispatch_log import DispatchLog, attempt_line
+from .store import Claimed, Store
+
+log = logging.getLogger("relay.dispatch")
+
+IDLE_POLL_S = 1.0
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        dest: HttpDestination,
+        store: Store,
+        sender: Sender,
+        dispatch_log: DispatchLog,
+    ) -> None:
+        self.dest = dest
+        self.name = dest.name
+        self.store = store
+        self.sender = sender
+        self.log = dispatch_log
+        self.counts: Counter[str] = Counter()  # delivered / retry / dead, for the summary
+        self.paused = False
+        self._wake = asyncio.Event()
+        self._slot_free = asyncio.Event()
+        self._inflight: set[asyncio.Task] = set()
+        self._stopping = False
+        self._task: asyncio.Task | None = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def start(self) -> None:
+        await self.sender.start()
+        self._task = asyncio.create_task(self._run(), name=f"dispatch:{self.name}")
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop claiming, give sends in flight `grace_s` to finish, then cancel them.
+
+        A cancelled send stays leased in the store; the next start makes it pending again.
+        """
+        self._stopping = True
+        self._wake.set()
+        self._slot_free.set()
+        if self._task is not None:
+            await asyncio.wait([self._task], timeout=grace_s)
+        if self._inflight:
+            await asyncio.wait(self._inflight, timeout=grace_s)
+        for task in [self._task, *self._inflight]:
+            if task is not None and not task.done():
+                task.cancel()
+        await asyncio.gather(
+            *(t for t in [self._task, *self._inflight] if t), return_exceptions=True
+        )
+        await self.sender.close()
+
+    async def _run(self) -> None:
+        concurrency = self.dest.concurrency
+        while not self._stopping:
+            if self.paused:
+                await self._sleep(IDLE_POLL_S)
+                continue
+            free = concurrency - len(self._inflight)
+            if free <= 0:
+                self._slot_free.clear()
+                await self._slot_free.wait()
+                continue
+            try:
+                claims = await self.store.claim(
+                    self.name, free * self.sender.batch_size, self.dest.lease_s
+                )
+            except Exception:
+                log.exception("claim failed for %s; retrying shortly", self.name)
+                await self._sleep(IDLE_POLL_S)
+                continue
+            if not claims:
+                await self._idle()
+                continue
+            size = self.sender.batch_size
+            for i in range(0, len(claims), size):
+                task = asyncio.create_task(self._deliver(claims[i : i + size]))
+                self._inflight.add(task)
+                task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._inflight.discard(task)
+        self._slot_free.set()
+
+    async def _idle(self) -> None:
+        # Clear before asking, so an enqueue that lands after the query still wakes us.
+        self._wake.clear()
+        due = await self.store.next_due(self.name)
+        wait = IDLE_POLL_S if due is None else min(IDLE_POLL_S, max(0.0, due - time.time()))
+        if wait > 0:
+            await self._sleep(wait)
+
+    async def _sleep(self, seconds: float) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    async def _deliver(self, claims: list[Claimed]) -> None:
+        started = time.monotonic()
+        try:
+            result = await self.sender.send(claims)
+        except Exception as exc:  # a sender bug must not kill the dispatcher
+            log.exception("sender %s raised", self.name)
+            result = Result.retry(f"internal error: {type(exc).__name__}")
+        ms = (time.monotonic() - started) * 1000
+        await self._record(claims, result, ms)
+
+    async def _record(self, claims: list[Claimed], result: Result, ms: float) -> None:
+        now = time.time()
+        if result.outcome is Outcome.DELIVERED:
+            await self.store.ack(claims)
+            decided = [(c, "delivered", None) for c in claims]
+        else:
+            decided = [(c, *self._after_failure(c, result, now)) for c in claims]
+            # Both in one group commit.
+            await asyncio.gather(
+                self.store.retry([(c, at) for c, o, at in decided if o == "retry"], result.error),
+                self.store.dead([c for c, o, _ in decided if o == "dead"], result.error),
+            )
+        self.log.write([self._line(now, c, o, result, ms, at) for c, o, at in decided])
+        for _, outcome, _ in decided:
+            self.counts[outcome] += 1
+
+    def _after_failure(self, c: Claimed, result: Result, now: float) -> tuple[str, float | None]:
+        if result.outcome is Outcome.RETRY:
+            at = next_attempt_at(
+                self.dest.retry, c.attempts, c.created_at, now, result.retry_after_s
+            )
+            if at is not None:
+                return "retry", at
+        return "dead", None
+
+    def _line(
+        self, now: float, c: Claimed, outcome: str, r: Result, ms: float, at: float | None
+    ) -> dict:
+        error = None if outcome == "delivered" else r.error
+        return attempt_line(
+            now, c.event_id, c.event_type, self.name, c.attempts, outcome, r.status, ms, error, at
+        )

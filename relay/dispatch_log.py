@@ -1,0 +1,73 @@
+"""The dispatch log (SPEC §6): one JSON line per delivery attempt, reopened on SIGHUP."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from typing import IO, Any
+
+import orjson
+
+
+def iso_ms(ts: float | None) -> str | None:
+    """ISO 8601 UTC with milliseconds: `2026-11-26T05:32:24.123Z`."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class DispatchLog:
+    def __init__(self, path: str, node: str | None = None) -> None:
+        self.path = path
+        self.node = node
+        self._file: IO[bytes] | None = None
+        self.reopen()
+
+    def reopen(self) -> None:
+        """Close and open the file again: after logrotate moved it, we write to a new one."""
+        if self.path == "-":
+            self._file = sys.stdout.buffer
+            return
+        old, self._file = self._file, open(self.path, "ab")  # noqa: SIM115 - lives as long as we do
+        if old is not None:
+            old.close()
+
+    def write(self, lines: list[dict[str, Any]]) -> None:
+        if not lines or self._file is None:
+            return
+        if self.node is not None:
+            for line in lines:
+                line["node"] = self.node
+        self._file.write(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None and self.path != "-":
+            self._file.close()
+        self._file = None
+
+
+def attempt_line(
+    ts: float,
+    event_id: str,
+    event_type: str,
+    destination: str,
+    attempt: int,
+    outcome: str,
+    status: int | None = None,
+    ms: float | None = None,
+    error: str | None = None,
+    next_attempt: float | None = None,
+) -> dict[str, Any]:
+    return {
+        "ts": iso_ms(ts),
+        "event_id": event_id,
+        "event_type": event_type,
+        "destination": destination,
+        "attempt": attempt,
+        "outcome": outcome,
+        "status": status,
+        "ms": None if ms is None else round(ms, 1),
+        "error": error,
+        "next_attempt": iso_ms(next_attempt),
+    }

@@ -1,0 +1,524 @@
+"""The SQLite queue: one file in WAL mode, one writer with group commit, one reader.
+
+Every write — ingest, claim, ack, retry — is a job for the single writer task. The writer
+takes all jobs queued since its last commit, runs them in one `BEGIN IMMEDIATE`
+transaction and commits once, so N concurrent requests cost one fsync, not N. Each job's
+future resolves only after that commit: a 2xx from ingestion means the event is on disk.
+Reads (stats, next due time, dead lists) use a second connection and never wait for the
+writer: WAL lets readers see the last commit while a write is in progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from .base import (
+    Claimed,
+    DeadDelivery,
+    DestinationStats,
+    NewEvent,
+    ReplayFilter,
+    State,
+    Stats,
+    StorageUnavailable,
+)
+
+PENDING, LEASED, DELIVERED, DEAD = (int(s) for s in State)
+
+# Applied in order; PRAGMA user_version counts how many have run.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE events (
+        seq         INTEGER PRIMARY KEY,   -- assigned by the writer, in commit order
+        id          TEXT NOT NULL UNIQUE,  -- the event id (client's or relay's)
+        event_type  TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        routed      INTEGER NOT NULL,      -- number of destinations; 0 = unrouted
+        body        BLOB NOT NULL          -- the event as JSON, never rewritten
+    );
+    CREATE TABLE deliveries (
+        id          INTEGER PRIMARY KEY,
+        event_seq   INTEGER NOT NULL,
+        destination TEXT NOT NULL,
+        state       INTEGER NOT NULL,      -- 0 pending, 1 leased, 2 delivered, 3 dead
+        due_at      REAL NOT NULL,         -- pending: next attempt; leased: lease expiry
+        attempts    INTEGER NOT NULL,
+        lease       INTEGER,               -- fencing token of the current claim
+        last_error  TEXT,
+        created_at  REAL NOT NULL,         -- when relay received the event
+        updated_at  REAL NOT NULL
+    );
+    -- Claims: the due work of one destination, in due order. Only live rows are indexed.
+    CREATE INDEX deliveries_due ON deliveries (destination, due_at) WHERE state < 2;
+    CREATE INDEX deliveries_event ON deliveries (event_seq);
+    CREATE INDEX deliveries_lease ON deliveries (lease) WHERE state = 1;
+    CREATE INDEX deliveries_dead ON deliveries (destination, id) WHERE state = 3;
+    CREATE INDEX deliveries_done ON deliveries (updated_at) WHERE state >= 2;
+    CREATE TABLE paused (
+        destination TEXT PRIMARY KEY,
+        until       REAL                   -- resume by itself then; NULL = until resumed
+    );
+    """,
+)
+
+_CLAIM = """
+UPDATE deliveries SET state = 1, due_at = :until, lease = :lease, attempts = attempts + 1,
+       updated_at = :now
+WHERE id IN (SELECT id FROM deliveries
+             WHERE destination = :destination AND state < 2 AND due_at <= :now
+             ORDER BY due_at LIMIT :limit)
+RETURNING id, attempts, created_at,
+          (SELECT id FROM events WHERE seq = event_seq),
+          (SELECT event_type FROM events WHERE seq = event_seq),
+          (SELECT body FROM events WHERE seq = event_seq)
+"""
+
+Job = Callable[[aiosqlite.Connection], Awaitable[Any]]
+
+
+@dataclass(slots=True)
+class _Pending:
+    """Jobs waiting for the next group commit; appends are merged into one insert."""
+
+    appends: list[tuple[list[NewEvent], asyncio.Future]] = field(default_factory=list)
+    jobs: list[tuple[Job, asyncio.Future]] = field(default_factory=list)
+    events: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.appends or self.jobs)
+
+
+class SqliteStore:
+    """`base.Store` on one SQLite file."""
+
+    def __init__(self, path: Path | str, *, busy_timeout_s: float = 5.0) -> None:
+        self.path = Path(path)
+        self._busy_ms = int(busy_timeout_s * 1000)
+        self._db: aiosqlite.Connection | None = None
+        self._read: aiosqlite.Connection | None = None
+        self._pending = _Pending()
+        self._wakeup = asyncio.Event()
+        self._writer: asyncio.Task | None = None
+        self._closing = False
+        self._next_seq = 1
+        self._lease = time.time_ns()  # fencing tokens: unique across restarts
+        self.commits = 0
+        self.last_commit_size = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self._db = await self._connect()
+        await self._migrate(self._db)
+        rows = await self._db.execute_fetchall("SELECT COALESCE(MAX(seq), 0) + 1 FROM events")
+        self._next_seq = rows[0][0]
+        self._read = await self._connect()
+        self._writer = asyncio.create_task(self._write_loop(), name="store-writer")
+
+    async def _connect(self) -> aiosqlite.Connection:
+        db = await aiosqlite.connect(self.path, isolation_level=None)  # we issue BEGIN ourselves
+        db.text_factory = str
+        # WAL: readers never block the writer, the writer never blocks readers.
+        await db.execute("PRAGMA journal_mode = WAL")
+        # FULL: every commit is fsynced, so an acknowledged event survives power loss too;
+        # group commit is what keeps this affordable.
+        await db.execute("PRAGMA synchronous = FULL")
+        # The CLI writes the same file while the daemon runs: wait for the lock, don't fail.
+        await db.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+        await db.execute("PRAGMA cache_size = -65536")  # 64 MiB of page cache
+        await db.execute("PRAGMA temp_store = MEMORY")
+        return db
+
+    async def _migrate(self, db: aiosqlite.Connection) -> None:
+        version = (await db.execute_fetchall("PRAGMA user_version"))[0][0]
+        if version > len(MIGRATIONS):
+            raise StorageUnavailable(
+                f"{self.path}: schema version {version} is newer than this relay "
+                f"(knows {len(MIGRATIONS)}); upgrade relay"
+            )
+        for number in range(version, len(MIGRATIONS)):
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _statements(MIGRATIONS[number]):
+                    await db.execute(statement)
+                await db.execute(f"PRAGMA user_version = {number + 1}")
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+
+    async def schema_version(self) -> int:
+        assert self._read is not None
+        return (await self._read.execute_fetchall("PRAGMA user_version"))[0][0]
+
+    async def close(self) -> None:
+        if self._writer is None:
+            return
+        self._closing = True
+        self._wakeup.set()
+        await self._writer
+        self._writer = None
+        for db in (self._read, self._db):
+            if db is not None:
+                await db.close()
+        self._db = self._read = None
+
+    @property
+    def queued_events(self) -> int:
+        """Events waiting for the next group commit (for back-pressure)."""
+        return self._pending.events
+
+    # -- the writer ------------------------------------------------------------------------
+
+    def _submit(self, job: Job) -> asyncio.Future:
+        if self._closing or self._writer is None:
+            raise StorageUnavailable("store is closed")
+        future = asyncio.get_running_loop().create_future()
+        self._pending.jobs.append((job, future))
+        self._wakeup.set()
+        return future
+
+    async def _write_loop(self) -> None:
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            group, self._pending = self._pending, _Pending()
+            await self._commit_group(group)
+
+    async def _commit_group(self, group: _Pending) -> None:
+        db = self._db
+        assert db is not None
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            results = [await self._insert([e for events, _ in group.appends for e in events])]
+            results += [await job(db) for job, _ in group.jobs]
+            await db.execute("COMMIT")
+        except Exception as exc:
+            await self._rollback()
+            if len(group.appends) + len(group.jobs) > 1:
+                # Don't let one bad job fail its neighbours: run each alone.
+                for a in group.appends:
+                    await self._commit_group(_Pending(appends=[a]))
+                for j in group.jobs:
+                    await self._commit_group(_Pending(jobs=[j]))
+                return
+            error = _unavailable(exc)
+            for _, future in [*group.appends, *group.jobs]:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        self.commits += 1
+        self.last_commit_size = sum(len(events) for events, _ in group.appends)
+        stored: list[bool] = results[0]
+        start = 0
+        for events, future in group.appends:
+            if not future.done():
+                future.set_result(sum(stored[start : start + len(events)]))
+            start += len(events)
+        for (_, future), result in zip(group.jobs, results[1:], strict=True):
+            if not future.done():
+                future.set_result(result)
+
+    async def _rollback(self) -> None:
+        assert self._db is not None
+        with contextlib.suppress(sqlite3.Error):  # no transaction was open
+            await self._db.execute("ROLLBACK")
+        rows = await self._db.execute_fetchall("SELECT COALESCE(MAX(seq), 0) + 1 FROM events")
+        self._next_seq = rows[0][0]
+
+    async def _insert(self, events: list[NewEvent]) -> list[bool]:
+        """Insert events not stored before, with their deliveries; say which were new."""
+        if not events:
+            return []
+        db = self._db
+        assert db is not None
+        seen = await self._known_ids([e.id for e in events if e.check_duplicate])
+        event_rows, delivery_rows, stored = [], [], []
+        seq = self._next_seq
+        for e in events:
+            if e.check_duplicate:
+                if e.id in seen:
+                    stored.append(False)
+                    continue
+                seen.add(e.id)
+            stored.append(True)
+            event_rows.append((seq, e.id, e.event_type, e.received_at, len(e.deliveries), e.body))
+            for destination, due_at in e.deliveries:
+                delivery_rows.append((seq, destination, due_at, e.received_at, e.received_at))
+            seq += 1
+        await db.executemany(
+            "INSERT INTO events (seq, id, event_type, received_at, routed, body)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            event_rows,
+        )
+        await db.executemany(
+            "INSERT INTO deliveries (event_seq, destination, state, due_at, attempts,"
+            " created_at, updated_at) VALUES (?, ?, 0, ?, 0, ?, ?)",
+            delivery_rows,
+        )
+        self._next_seq = seq
+        return stored
+
+    async def _known_ids(self, ids: list[str]) -> set[str]:
+        assert self._db is not None
+        found: set[str] = set()
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = await self._db.execute_fetchall(
+                f"SELECT id FROM events WHERE id IN ({marks})", chunk
+            )
+            found.update(r[0] for r in rows)
+        return found
+
+    # -- the queue verbs -------------------------------------------------------------------
+
+    async def append(self, events: list[NewEvent]) -> int:
+        if self._closing or self._writer is None:
+            raise StorageUnavailable("store is closed")
+        future = asyncio.get_running_loop().create_future()
+        self._pending.appends.append((events, future))
+        self._pending.events += len(events)
+        self._wakeup.set()
+        return await future
+
+    async def claim(self, destination: str, limit: int, lease_s: float) -> list[Claimed]:
+        self._lease += 1
+        lease = self._lease
+
+        async def job(db: aiosqlite.Connection) -> list[Claimed]:
+            now = time.time()
+            params = {
+                "until": now + lease_s,
+                "lease": lease,
+                "now": now,
+                "destination": destination,
+                "limit": limit,
+            }
+            rows = await db.execute_fetchall(_CLAIM, params)
+            return [Claimed(r[0], lease, r[3], r[4], r[5], r[1], r[2]) for r in rows]
+
+        return await self._submit(job)
+
+    async def _finish(self, sql: str, rows: list[tuple]) -> None:
+        async def job(db: aiosqlite.Connection) -> None:
+            await db.executemany(sql, rows)
+
+        if rows:
+            await self._submit(job)
+
+    async def ack(self, claims: list[Claimed]) -> None:
+        now = time.time()
+        await self._finish(
+            "UPDATE deliveries SET state = 2, lease = NULL, last_error = NULL, updated_at = ?"
+            " WHERE id = ? AND lease = ?",
+            [(now, c.delivery_id, c.lease) for c in claims],
+        )
+
+    async def retry(self, claims: list[tuple[Claimed, float]], error: str | None) -> None:
+        now = time.time()
+        await self._finish(
+            "UPDATE deliveries SET state = 0, due_at = ?, lease = NULL, last_error = ?,"
+            " updated_at = ? WHERE id = ? AND lease = ?",
+            [(due_at, error, now, c.delivery_id, c.lease) for c, due_at in claims],
+        )
+
+    async def dead(self, claims: list[Claimed], error: str | None) -> None:
+        now = time.time()
+        await self._finish(
+            "UPDATE deliveries SET state = 3, lease = NULL, last_error = ?, updated_at = ?"
+            " WHERE id = ? AND lease = ?",
+            [(error, now, c.delivery_id, c.lease) for c in claims],
+        )
+
+    async def ack_lease(self, destination: str, lease: int) -> list[str]:
+        async def job(db: aiosqlite.Connection) -> list[str]:
+            rows = await db.execute_fetchall(
+                "UPDATE deliveries SET state = 2, lease = NULL, updated_at = ?"
+                " WHERE lease = ? AND state = 1 AND destination = ?"
+                " RETURNING (SELECT id FROM events WHERE seq = event_seq)",
+                (time.time(), lease, destination),
+            )
+            return [r[0] for r in rows]
+
+        return await self._submit(job)
+
+    async def release_leases(self, keep: list[str]) -> int:
+        async def job(db: aiosqlite.Connection) -> int:
+            marks = ",".join("?" * len(keep))
+            cursor = await db.execute(
+                "UPDATE deliveries SET state = 0, due_at = ?, lease = NULL"
+                f" WHERE state = 1 AND destination NOT IN ({marks})",
+                (time.time(), *keep),
+            )
+            return cursor.rowcount
+
+        return await self._submit(job)
+
+    async def replay(self, where: ReplayFilter, dry_run: bool = False) -> list[str]:
+        clause, params = _replay_where(where)
+        if dry_run:
+            assert self._read is not None
+            rows = await self._read.execute_fetchall(
+                f"SELECT (SELECT id FROM events WHERE seq = event_seq) FROM deliveries WHERE {clause}",
+                params,
+            )
+            return [r[0] for r in rows]
+
+        async def job(db: aiosqlite.Connection) -> list[str]:
+            now = time.time()
+            rows = await db.execute_fetchall(
+                "UPDATE deliveries SET state = 0, attempts = 0, due_at = ?, lease = NULL,"
+                f" updated_at = ? WHERE {clause}"
+                " RETURNING (SELECT id FROM events WHERE seq = event_seq)",
+                (now, now, *params),
+            )
+            return [r[0] for r in rows]
+
+        return await self._submit(job)
+
+    async def pause(self, destination: str, until: float | None) -> None:
+        async def job(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                "INSERT INTO paused (destination, until) VALUES (?, ?)"
+                " ON CONFLICT (destination) DO UPDATE SET until = excluded.until",
+                (destination, until),
+            )
+
+        await self._submit(job)
+
+    async def resume(self, destination: str) -> None:
+        async def job(db: aiosqlite.Connection) -> None:
+            await db.execute("DELETE FROM paused WHERE destination = ?", (destination,))
+
+        await self._submit(job)
+
+    async def purge(self, older_than: float) -> int:
+        """Delete in chunks, one short transaction each, so ingestion never waits long."""
+
+        async def job(db: aiosqlite.Connection) -> int:
+            gone = await db.execute(
+                "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries"
+                " WHERE state >= 2 AND updated_at < ? LIMIT 5000)",
+                (older_than,),
+            )
+            events = await db.execute(
+                "DELETE FROM events WHERE seq IN (SELECT seq FROM events e WHERE received_at < ?"
+                " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq) LIMIT 5000)",
+                (older_than,),
+            )
+            return gone.rowcount + events.rowcount
+
+        total = 0
+        while (n := await self._submit(job)) > 0:
+            total += n
+        return total
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def _fetch(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
+        assert self._read is not None
+        try:
+            return list(await self._read.execute_fetchall(sql, params))
+        except sqlite3.OperationalError as exc:
+            raise StorageUnavailable(str(exc)) from exc
+
+    async def next_due(self, destination: str) -> float | None:
+        rows = await self._fetch(
+            "SELECT MIN(due_at) FROM deliveries WHERE destination = ? AND state < 2", (destination,)
+        )
+        return rows[0][0]
+
+    async def stats(self) -> Stats:
+        now = time.time()
+        stats = Stats()
+        counts = await self._fetch(
+            "SELECT destination, state, due_at <= ?, COUNT(*), MIN(created_at)"
+            " FROM deliveries GROUP BY 1, 2, 3",
+            (now,),
+        )
+        for destination, state, due, count, oldest in counts:
+            d = stats.destinations.setdefault(destination, DestinationStats())
+            if state == PENDING or (state == LEASED and due):  # an expired lease is pending again
+                d.pending += count
+                age = round(now - oldest, 3)
+                d.oldest_pending_s = max(d.oldest_pending_s or 0.0, age)
+            elif state == LEASED:
+                d.leased += count
+            elif state == DELIVERED:
+                d.delivered += count
+            else:
+                d.dead += count
+        rows = await self._fetch("SELECT COUNT(*), COALESCE(SUM(routed = 0), 0) FROM events")
+        stats.events, stats.unrouted = rows[0]
+        return stats
+
+    async def dead_list(
+        self, destination: str | None = None, after: int = 0, limit: int = 100
+    ) -> list[DeadDelivery]:
+        where = "d.state = 3 AND d.id > ?" + (" AND d.destination = ?" if destination else "")
+        params = (after, destination) if destination else (after,)
+        rows = await self._fetch(
+            "SELECT d.id, e.id, e.event_type, d.destination, d.attempts, d.last_error,"
+            " d.created_at, d.updated_at FROM deliveries d JOIN events e ON e.seq = d.event_seq"
+            f" WHERE {where} ORDER BY d.id LIMIT ?",
+            (*params, limit),
+        )
+        return [DeadDelivery(*r) for r in rows]
+
+    async def paused(self) -> dict[str, float | None]:
+        rows = await self._fetch("SELECT destination, until FROM paused")
+        return {name: until for name, until in rows}
+
+    async def backup(self, target: Path) -> None:
+        """A consistent copy through SQLite's online backup API, safe while the daemon runs."""
+        assert self._read is not None
+        dest = await aiosqlite.connect(target)
+        try:
+            await self._read.backup(dest)
+        finally:
+            await dest.close()
+
+
+def _replay_where(where: ReplayFilter) -> tuple[str, list[Any]]:
+    clause, params = ["state = 3"], []
+    if where.destination:
+        clause.append("destination = ?")
+        params.append(where.destination)
+    if where.since is not None:
+        clause.append("created_at >= ?")
+        params.append(where.since)
+    if where.until is not None:
+        clause.append("created_at < ?")
+        params.append(where.until)
+    if where.ids:
+        clause.append(
+            f"event_seq IN (SELECT seq FROM events WHERE id IN ({','.join('?' * len(where.ids))}))"
+        )
+        params.extend(where.ids)
+    return " AND ".join(clause), params
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (ours hold no `;` inside strings)."""
+    lines = [line.split("--", 1)[0] for line in script.splitlines()]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def _unavailable(exc: Exception) -> Exception:
+    if isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError | ValueError):
+        return StorageUnavailable(str(exc))
+    return exc
