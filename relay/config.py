@@ -273,7 +273,7 @@ def _http(t: Table, name: str) -> HttpDestination:
     headers = tuple((k, headers_t.secret(k)) for k in list(headers_t.data))
     headers_t.done()
     secret = t.secret("signing_secret")
-    return HttpDestination(
+    dest = HttpDestination(
         name=name,
         url=url,
         method=t.choice("method", ("POST", "GET"), "POST"),
@@ -287,6 +287,9 @@ def _http(t: Table, name: str) -> HttpDestination:
         source_address=t.str("source_address"),
         retry=_retry(t.table("retry")),
     )
+    if dest.batch_size > 1 and (dest.method, dest.format) != ("POST", "json"):
+        raise t.error('batch_size > 1 needs method = "POST" and format = "json"', "batch_size")
+    return dest
 
 
 def _pull(t: Table, name: str, server: ServerConfig) -> PullDestination:

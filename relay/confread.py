@@ -62,7 +62,7 @@ def is_loopback(host: str) -> bool:
 def parse_listen(value: str) -> tuple[str, int]:
     """`host:port` or `[v6]:port` → (host, port)."""
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ValueError('must be host:port, e.g. "127.0.0.1:8080"')
     return host.strip("[]"), int(port)
 

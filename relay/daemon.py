@@ -32,100 +32,129 @@ class StartupError(Exception):
     """relay cannot start; the message says why in one line."""
 
 
-async def serve(config: Config, config_path: Path | None) -> None:
-    store = SqliteStore(config.storage.path)
-    try:
-        await store.open()
-    except (StorageUnavailable, OSError) as exc:
-        raise StartupError(str(exc)) from None
-    pulls = [n for n, d in config.destinations.items() if isinstance(d, PullDestination)]
-    released = await store.release_leases(keep=pulls)
-    if released:
-        log.info("released leases=%d reason=restart", released)
-    runtime = Runtime(config, store, DispatchLog(config.dispatch_log))
-    runner = web.AppRunner(create_app(runtime), access_log=None, handle_signals=False)
-    try:
-        await runner.setup()
-        site = web.TCPSite(runner, config.server.host, config.server.port, shutdown_timeout=5.0)
-        await site.start()
-    except OSError as exc:
-        await runner.cleanup()
-        await store.close()
-        raise StartupError(
-            f"cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}"
-        ) from None
-    await runtime.refresh_paused()
-    await runtime.start_dispatchers()
-    log.info(
-        "started listen=%s:%d db=%s destinations=%d",
-        config.server.host,
-        config.server.port,
-        config.storage.path,
-        len(config.destinations),
-    )
-    try:
-        await _run_until_stopped(runtime, config_path)
-    finally:
-        await runner.cleanup()  # stop taking requests; requests in flight finish
-        await runtime.stop_dispatchers()
-        pending = (await store.stats()).destinations
-        await store.close()
-        runtime.log.close()
-        summary = runtime.summary()
-        summary["pending"] = sum(d.pending + d.leased for d in pending.values())
-        log.info("stopped %s", " ".join(f"{k}={v}" for k, v in summary.items()))
+class Daemon:
+    """One relay process: `start()`, then `run()` until a signal, then `stop()`."""
 
+    def __init__(self, config: Config, config_path: Path | None = None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.runtime: Runtime | None = None
+        self.port: int | None = None  # the bound port (useful when listening on port 0)
+        self._runner: web.AppRunner | None = None
+        self._stop = asyncio.Event()
+        self._hup = asyncio.Event()
 
-async def _run_until_stopped(runtime: Runtime, config_path: Path | None) -> None:
-    loop = asyncio.get_running_loop()
-    stop, hup = asyncio.Event(), asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, hup.set)
-    last_purge = 0.0
-    try:
-        while not stop.is_set():
+    async def start(self) -> None:
+        config = self.config
+        store = SqliteStore(config.storage.path)
+        try:
+            await store.open()
+        except (StorageUnavailable, OSError) as exc:
+            raise StartupError(str(exc)) from None
+        pulls = [n for n, d in config.destinations.items() if isinstance(d, PullDestination)]
+        released = await store.release_leases(keep=pulls)
+        if released:
+            log.info("released leases=%d reason=restart", released)
+        self.runtime = runtime = Runtime(config, store, DispatchLog(config.dispatch_log))
+        self._runner = web.AppRunner(
+            create_app(runtime), access_log=None, handle_signals=False, shutdown_timeout=5.0
+        )
+        try:
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, config.server.host, config.server.port)
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            await store.close()
+            where = f"{config.server.host}:{config.server.port}"
+            raise StartupError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+        self.port = self._runner.addresses[0][1]
+        await runtime.refresh_paused()
+        await runtime.start_dispatchers()
+        log.info(
+            "started listen=%s:%d db=%s destinations=%d",
+            config.server.host,
+            self.port,
+            config.storage.path,
+            len(config.destinations),
+        )
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Upkeep every second until asked to stop: reloads, pause changes, retention."""
+        assert self.runtime is not None
+        last_purge = 0.0
+        while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), CONTROL_EVERY_S)
-            if hup.is_set():
-                hup.clear()
-                await _reload(runtime, config_path)
+                await asyncio.wait_for(self._stop.wait(), CONTROL_EVERY_S)
+            if self._hup.is_set():
+                self._hup.clear()
+                await self.reload()
             try:
-                await runtime.refresh_paused()
+                await self.runtime.refresh_paused()
                 if time.time() - last_purge > PURGE_EVERY_S:
                     last_purge = time.time()
-                    purged = await runtime.store.purge(
-                        time.time() - runtime.config.storage.retention_s
-                    )
-                    if purged:
+                    cutoff = time.time() - self.runtime.config.storage.retention_s
+                    if purged := await self.runtime.store.purge(cutoff):
                         log.info("purged rows=%d", purged)
             except Exception:  # upkeep is best effort: log, carry on
                 log.exception("upkeep failed")
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.remove_signal_handler(sig)
+
+    async def stop(self) -> None:
+        runtime = self.runtime
+        if runtime is None:
+            return
+        self.runtime = None
+        if self._runner is not None:
+            await self._runner.cleanup()  # stop taking requests; requests in flight finish
+        await runtime.stop_dispatchers()
+        stats = await runtime.store.stats()
+        await runtime.store.close()
+        runtime.log.close()
+        summary = runtime.summary()
+        summary["pending"] = sum(d.pending + d.leased for d in stats.destinations.values())
+        log.info("stopped %s", " ".join(f"{k}={v}" for k, v in summary.items()))
+
+    async def reload(self) -> None:
+        runtime = self.runtime
+        assert runtime is not None
+        runtime.log.reopen()
+        try:
+            config = load(self.config_path)
+        except ConfigError as exc:
+            log.error("reload rejected, keeping the running config: %s", exc)
+            return
+        old = runtime.config
+        if (config.server, config.storage) != (old.server, old.storage):
+            log.warning("reload: [server] and [storage] changes need a restart; applying the rest")
+            config = Config(
+                config.source,
+                old.server,
+                old.storage,
+                config.ingest,
+                config.tracking,
+                config.console,
+                old.dispatch_log,
+                config.destinations,
+                config.routes,
+            )
+        await runtime.apply(config)
+        log.info("reloaded destinations=%d routes=%d", len(config.destinations), len(config.routes))
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._hup.set)
 
 
-async def _reload(runtime: Runtime, config_path: Path | None) -> None:
-    runtime.log.reopen()
+async def serve(config: Config, config_path: Path | None) -> None:
+    daemon = Daemon(config, config_path)
+    await daemon.start()
+    daemon.install_signal_handlers()
     try:
-        config = load(config_path)
-    except ConfigError as exc:
-        log.error("reload rejected, keeping the running config: %s", exc)
-        return
-    old = runtime.config
-    if (config.server, config.storage) != (old.server, old.storage):
-        log.warning("reload: [server] and [storage] changes need a restart; applying the rest")
-        config = Config(
-            config.source,
-            old.server,
-            old.storage,
-            config.ingest,
-            config.tracking,
-            config.console,
-            old.dispatch_log,
-            config.destinations,
-            config.routes,
-        )
-    await runtime.apply(config)
-    log.info("reloaded destinations=%d routes=%d", len(config.destinations), len(config.routes))
+        await daemon.run()
+    finally:
+        await daemon.stop()

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import pytest
+
+from .helpers import Receiver, RunningRelay
+
+
+@pytest.fixture
+async def receiver():
+    r = Receiver()
+    await r.start()
+    yield r
+    await r.stop()
+
+
+@pytest.fixture
+async def make_relay(tmp_path):
+    """`await make_relay(toml)` → a started RunningRelay; stopped after the test."""
+    started: list[RunningRelay] = []
+
+    async def make(toml: str, subdir: str = "") -> RunningRelay:
+        where = tmp_path / subdir if subdir else tmp_path
+        where.mkdir(exist_ok=True)
+        relay = await RunningRelay(where, toml).start()
+        started.append(relay)
+        return relay
+
+    yield make
+    for relay in reversed(started):
+        await relay.stop()
