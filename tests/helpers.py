@@ -131,6 +131,7 @@ class RunningRelay:
     async def start(self) -> RunningRelay:
         self.daemon = Daemon(load(self.config_path), self.config_path)
         await self.daemon.start()
+        self._upkeep = asyncio.create_task(self.daemon.run())  # pause pickup, purge, reload
         self.url = f"http://127.0.0.1:{self.daemon.port}"
         self.http = aiohttp.ClientSession()
         return self
@@ -165,6 +166,8 @@ class RunningRelay:
         if self.http is not None:
             await self.http.close()
         if self.daemon is not None:
+            self.daemon.request_stop()
+            await self._upkeep
             await self.daemon.stop()
 
 
