@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 
 from .backoff import next_attempt_at
 from .config import HttpDestination
@@ -43,6 +43,7 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._slot_free = asyncio.Event()
         self._inflight: set[asyncio.Task] = set()
+        self._ready: deque[Claimed] = deque()  # claimed, waiting for a free slot
         self._stopping = False
         self._task: asyncio.Task | None = None
 
@@ -78,9 +79,20 @@ class Dispatcher:
         await self.sender.close()
 
     async def _run(self) -> None:
-        concurrency = self.dest.concurrency
+        try:
+            await self._loop()
+        finally:
+            if self._ready:  # claimed but never sent: hand them back untouched
+                await self.store.release(list(self._ready))
+                self._ready.clear()
+
+    async def _loop(self) -> None:
+        concurrency, size = self.dest.concurrency, self.sender.batch_size
         while not self._stopping:
             if self.paused:
+                if self._ready:
+                    await self.store.release(list(self._ready))
+                    self._ready.clear()
                 await self._sleep(IDLE_POLL_S)
                 continue
             free = concurrency - len(self._inflight)
@@ -88,37 +100,51 @@ class Dispatcher:
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
-            try:
-                claims = await self.store.claim(
-                    self.name, free * self.sender.batch_size, self.dest.lease_s
-                )
-            except Exception:
-                log.exception("claim failed for %s; retrying shortly", self.name)
-                await self._sleep(IDLE_POLL_S)
+            if len(self._ready) < free * size and not await self._top_up():
                 continue
-            if not claims:
-                await self._idle()
-                continue
-            size = self.sender.batch_size
-            for i in range(0, len(claims), size):
-                task = asyncio.create_task(self._deliver(claims[i : i + size]))
+            while free > 0 and self._ready:
+                batch = [self._ready.popleft() for _ in range(min(size, len(self._ready)))]
+                task = asyncio.create_task(self._deliver(batch))
                 self._inflight.add(task)
                 task.add_done_callback(self._done)
+                free -= 1
+
+    async def _top_up(self) -> bool:
+        """Claim enough for two rounds of every slot, so most sends need no claim of their own.
+
+        Returns False when there is nothing to send (after waiting for work to arrive).
+        """
+        want = 2 * self.dest.concurrency * self.sender.batch_size - len(self._ready)
+        try:
+            self._ready.extend(await self.store.claim(self.name, want, self.dest.lease_s))
+        except Exception:
+            log.exception("claim failed for %s; retrying shortly", self.name)
+            await self._sleep(IDLE_POLL_S)
+            return False
+        if not self._ready:
+            await self._idle()
+            return False
+        return True
 
     def _done(self, task: asyncio.Task) -> None:
         self._inflight.discard(task)
         self._slot_free.set()
+        # A failed send may have scheduled a retry sooner than the idle loop's wake-up.
+        self._wake.set()
 
     async def _idle(self) -> None:
         # Clear before asking, so an enqueue that lands after the query still wakes us.
         self._wake.clear()
+        if self._stopping:  # stop() woke us during the claim: don't sleep through it
+            return
         due = await self.store.next_due(self.name)
         wait = IDLE_POLL_S if due is None else min(IDLE_POLL_S, max(0.0, due - time.time()))
         if wait > 0:
-            await self._sleep(wait)
+            await self._sleep(wait, clear=False)  # keep a wake that came during the query
 
-    async def _sleep(self, seconds: float) -> None:
-        self._wake.clear()
+    async def _sleep(self, seconds: float, clear: bool = True) -> None:
+        if clear:
+            self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
 

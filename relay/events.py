@@ -157,7 +157,13 @@ def validate(index: int, item: object, received_at: float, problems: list[Proble
         email = item.get("email")
         if isinstance(email, str) and email and ("@" not in email or len(email) > 254):
             problems.append(Problem(index, "email", "not an email address"))
-        if etype == "delivery_attempt" and item.get("status") not in ATTEMPT_STATUSES | {None, ""}:
+        status = item.get("status")
+        # A list or object status is already reported above (and is unhashable: no `in`).
+        if (
+            etype == "delivery_attempt"
+            and isinstance(status, str | int | float)
+            and status not in ATTEMPT_STATUSES | {""}
+        ):
             problems.append(
                 Problem(index, "status", f"must be one of {', '.join(sorted(ATTEMPT_STATUSES))}")
             )

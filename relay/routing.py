@@ -43,6 +43,9 @@ class Router:
         """(destination, due_at) pairs: first attempt at event_time + delay.
 
         An event_time in the future (a skewed clock) counts as the time it was received.
+        event_time has whole seconds (its default is the receipt time rounded down), so one
+        within the second before receipt also counts as receipt: a delay is never cut short.
         """
-        start = min(float(event.get("event_time", received_at)), received_at)
+        event_time = float(event.get("event_time", received_at))
+        start = received_at if event_time > received_at - 1 else event_time
         return tuple((d, start + self._delay_s[d]) for d in self.destinations_for(event))

@@ -34,7 +34,8 @@ class JsonError(web.HTTPException):
         self.status_code = status
         super().__init__(
             headers=headers,
-            body=orjson.dumps({"error": message, **extra}),
+            # text=, not body=: aiohttp deprecates body= on HTTPException (a warning per error)
+            text=orjson.dumps({"error": message, **extra}).decode(),
             content_type="application/json",
         )
 

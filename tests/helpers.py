@@ -188,14 +188,13 @@ class DaemonProcess:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self, timeout: float = 15.0) -> None:
-        log = open(self.config_path.parent / "daemon.stderr", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "relay", "serve", "-c", str(self.config_path)],
-            cwd=self.config_path.parent,
-            stdout=log,
-            stderr=log,
-            env={**os.environ},
-        )
+        with open(self.config_path.parent / "daemon.stderr", "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "relay", "serve", "-c", str(self.config_path)],
+                cwd=self.config_path.parent,
+                stdout=log,
+                stderr=log,
+            )
         async with aiohttp.ClientSession() as http:
 
             async def healthy() -> bool:

@@ -136,6 +136,9 @@ class Store(Protocol):
     async def dead(self, claims: list[Claimed], error: str | None) -> None:
         """Give up on claimed deliveries; they stay until retention and can be replayed."""
 
+    async def release(self, claims: list[Claimed]) -> None:
+        """Hand back claims that were never attempted: pending and due now, attempts as before."""
+
     async def ack_lease(self, destination: str, lease: int) -> list[str]:
         """Pull API: mark every delivery still held under `lease` delivered; return event ids."""
 

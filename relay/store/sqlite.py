@@ -110,6 +110,7 @@ class SqliteStore:
         self._writer: asyncio.Task | None = None
         self._closing = False
         self._next_seq = 1
+        self._durable = True  # the writer connection's synchronous mode is FULL
         self._lease = time.time_ns()  # fencing tokens: unique across restarts
         self.commits = 0
         self.last_commit_size = 0
@@ -117,15 +118,33 @@ class SqliteStore:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        self._db = await self._connect()
-        await self._migrate(self._db)
-        rows = await self._db.execute_fetchall("SELECT COALESCE(MAX(seq), 0) + 1 FROM events")
-        self._next_seq = rows[0][0]
-        self._read = await self._connect()
+        try:
+            self._db = await self._connect()
+            await self._migrate(self._db)
+            rows = await self._db.execute_fetchall("SELECT COALESCE(MAX(seq), 0) + 1 FROM events")
+            self._next_seq = rows[0][0]
+            self._read = await self._connect()
+        except BaseException as exc:
+            # An open connection's thread would keep the process from exiting.
+            for db in (self._read, self._db):
+                if db is not None:
+                    await db.close()
+            self._db = self._read = None
+            if isinstance(exc, sqlite3.Error):
+                raise StorageUnavailable(f"{self.path}: {exc}") from exc
+            raise
         self._writer = asyncio.create_task(self._write_loop(), name="store-writer")
 
     async def _connect(self) -> aiosqlite.Connection:
         db = await aiosqlite.connect(self.path, isolation_level=None)  # we issue BEGIN ourselves
+        try:
+            await self._configure(db)
+        except BaseException:
+            await db.close()
+            raise
+        return db
+
+    async def _configure(self, db: aiosqlite.Connection) -> None:
         db.text_factory = str
         # WAL: readers never block the writer, the writer never blocks readers.
         await db.execute("PRAGMA journal_mode = WAL")
@@ -136,7 +155,6 @@ class SqliteStore:
         await db.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
         await db.execute("PRAGMA cache_size = -65536")  # 64 MiB of page cache
         await db.execute("PRAGMA temp_store = MEMORY")
-        return db
 
     async def _migrate(self, db: aiosqlite.Connection) -> None:
         version = (await db.execute_fetchall("PRAGMA user_version"))[0][0]
@@ -201,6 +219,13 @@ class SqliteStore:
     async def _commit_group(self, group: _Pending) -> None:
         db = self._db
         assert db is not None
+        durable = bool(group.appends)
+        if durable != self._durable:
+            # Ingest commits are fsynced (FULL): a 2xx must survive power loss. Commits of
+            # only claims/acks/retries are not (NORMAL, still safe against a crash of this
+            # process): losing one to a power cut only means a delivery is sent again.
+            await db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+            self._durable = durable
         try:
             await db.execute("BEGIN IMMEDIATE")
             results = [await self._insert([e for events, _ in group.appends for e in events])]
@@ -342,6 +367,14 @@ class SqliteStore:
             "UPDATE deliveries SET state = 3, lease = NULL, last_error = ?, updated_at = ?"
             " WHERE id = ? AND lease = ?",
             [(error, now, c.delivery_id, c.lease) for c in claims],
+        )
+
+    async def release(self, claims: list[Claimed]) -> None:
+        now = time.time()
+        await self._finish(
+            "UPDATE deliveries SET state = 0, due_at = ?, attempts = attempts - 1, lease = NULL,"
+            " updated_at = ? WHERE id = ? AND lease = ?",
+            [(now, now, c.delivery_id, c.lease) for c in claims],
         )
 
     async def ack_lease(self, destination: str, lease: int) -> list[str]:

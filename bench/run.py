@@ -1,0 +1,158 @@
+"""relay benchmarks: `python -m bench.run ingest|deliver [options]`.
+
+Each starts the real daemon (`relay serve`) as a subprocess on loopback with a fresh
+database, drives it from this process, and prints one result line. The load generator
+and receiver share the machine's cores with relay, as they would in a small deployment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+EVENT = {"event_type": "engine_open", "email": "customer@example.com", "listid": "t99",
+         "sendid": "t9920110705", "click_tracking_id": "1927393", "engine_ip": "1.2.3.4",
+         "user_agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_10_3)"}
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Daemon:
+    def __init__(self, workdir: Path, extra_toml: str = "") -> None:
+        self.port = _port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = workdir / "relay.toml"
+        self.config.write_text(
+            f'[server]\nlisten = "127.0.0.1:{self.port}"\n[storage]\npath = "relay.db"\n'
+            f'[log]\ndispatch = "dispatch.log"\n{extra_toml}'
+        )
+        self.proc: subprocess.Popen | None = None
+
+    async def __aenter__(self) -> Daemon:
+        self.proc = subprocess.Popen([sys.executable, "-m", "relay", "serve", "-c", str(self.config)],
+                                     cwd=self.config.parent, stderr=subprocess.DEVNULL)
+        async with aiohttp.ClientSession() as http:
+            for _ in range(200):
+                try:
+                    async with http.get(f"{self.url}/healthz") as r:
+                        if r.status == 200:
+                            return self
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.05)
+        raise RuntimeError("relay did not start")
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(30)
+
+
+async def bench_ingest(batch: int, clients: int, seconds: float) -> dict:
+    body = orjson.dumps([EVENT] * batch) if batch > 1 else orjson.dumps(EVENT)
+    with tempfile.TemporaryDirectory() as tmp:
+        async with Daemon(Path(tmp), '[destinations.feed]\ntype = "pull"\n'
+                          '[[routes]]\nevents = ["*"]\ndestinations = ["feed"]\n') as d:
+            accepted = 0
+            deadline = time.monotonic() + seconds
+            connector = aiohttp.TCPConnector(limit=clients)
+            async with aiohttp.ClientSession(connector=connector) as http:
+
+                async def client() -> None:
+                    nonlocal accepted
+                    while time.monotonic() < deadline:
+                        async with http.post(f"{d.url}/v1/events", data=body,
+                                             headers={"Content-Type": "application/json"}) as r:
+                            if r.status == 202:
+                                accepted += batch
+                            await r.read()
+
+                started = time.monotonic()
+                await asyncio.gather(*(client() for _ in range(clients)))
+                elapsed = time.monotonic() - started
+    return {"bench": "ingest", "batch": batch, "clients": clients,
+            "events_per_s": round(accepted / elapsed), "events": accepted}
+
+
+async def bench_deliver(events: int, batch_size: int, concurrency: int) -> dict:
+    received = 0
+    done = asyncio.Event()
+
+    async def hook(request: web.Request) -> web.Response:
+        nonlocal received
+        data = orjson.loads(await request.read())
+        received += len(data) if isinstance(data, list) else 1
+        if received >= events:
+            done.set()
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    hook_url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+    with tempfile.TemporaryDirectory() as tmp:
+        extra = (f'[destinations.crm]\ntype = "http"\nurl = "{hook_url}"\nbatch_size = {batch_size}\n'
+                 f'concurrency = {concurrency}\n[[routes]]\nevents = ["*"]\ndestinations = ["crm"]\n')
+        daemon = Daemon(Path(tmp), extra)
+        # Fill the queue with the destination paused, so the drain is timed on its own.
+        _relay("db", "migrate", "-c", str(daemon.config))
+        _relay("pause", "crm", "-c", str(daemon.config))
+        body = orjson.dumps([EVENT] * 1000)
+        async with daemon, aiohttp.ClientSession() as http:
+            for _ in range(events // 1000):
+                async with http.post(f"{daemon.url}/v1/events", data=body,
+                                     headers={"Content-Type": "application/json"}) as r:
+                    assert r.status == 202, await r.text()
+            started = time.monotonic()
+            _relay("resume", "crm", "-c", str(daemon.config))
+            await asyncio.wait_for(done.wait(), 600)
+            elapsed = time.monotonic() - started
+    await runner.cleanup()
+    return {"bench": "deliver", "batch_size": batch_size, "concurrency": concurrency,
+            "deliveries_per_s": round(events / elapsed), "events": events}
+
+
+def _relay(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "relay", *args], check=True, capture_output=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.run")
+    sub = p.add_subparsers(dest="what", required=True)
+    i = sub.add_parser("ingest")
+    i.add_argument("--batch", type=int, default=100)
+    i.add_argument("--clients", type=int, default=16)
+    i.add_argument("--seconds", type=float, default=10)
+    d = sub.add_parser("deliver")
+    d.add_argument("--events", type=int, default=20000)
+    d.add_argument("--batch-size", type=int, default=1)
+    d.add_argument("--concurrency", type=int, default=16)
+    args = p.parse_args()
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    if args.what == "ingest":
+        result = asyncio.run(bench_ingest(args.batch, args.clients, args.seconds))
+    else:
+        result = asyncio.run(bench_deliver(args.events, args.batch_size, args.concurrency))
+    print(orjson.dumps(result).decode())
+
+
+if __name__ == "__main__":
+    main()
