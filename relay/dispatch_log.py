@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from datetime import UTC, datetime
 from typing import IO, Any
 
 import orjson
+
+FLUSH_S = 0.1  # how stale `relay tail -f` may be; one write a tick instead of one a line
 
 
 def iso_ms(ts: float | None) -> str | None:
@@ -21,6 +24,7 @@ class DispatchLog:
         self.path = path
         self.node = node
         self._file: IO[bytes] | None = None
+        self._flush_handle: asyncio.TimerHandle | None = None
         self.reopen()
 
     def reopen(self) -> None:
@@ -30,18 +34,33 @@ class DispatchLog:
             return
         old, self._file = self._file, open(self.path, "ab")  # noqa: SIM115 - lives as long as we do
         if old is not None:
-            old.close()
+            old.close()  # flushes what was buffered for the old file
 
     def write(self, lines: list[dict[str, Any]]) -> None:
+        """Buffer the lines; they reach the file within FLUSH_S (one write for many lines)."""
         if not lines or self._file is None:
             return
         if self.node is not None:
             for line in lines:
                 line["node"] = self.node
         self._file.write(b"".join(orjson.dumps(line) + b"\n" for line in lines))
-        self._file.flush()
+        if self._flush_handle is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop (a CLI command): write through
+                self.flush()
+            else:
+                self._flush_handle = loop.call_later(FLUSH_S, self.flush)
+
+    def flush(self) -> None:
+        self._flush_handle = None
+        if self._file is not None:
+            self._file.flush()
 
     def close(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+        self.flush()
         if self._file is not None and self.path != "-":
             self._file.close()
         self._file = None

@@ -70,6 +70,14 @@ async def dead_count(relay: RunningRelay, destination: str) -> int:
     return d.dead if d else 0
 
 
+async def dead_count_is(relay: RunningRelay, destination: str, n: int) -> bool:
+    return await dead_count(relay, destination) == n
+
+
+async def crm_delivered(relay: RunningRelay, n: int) -> bool:
+    return (await relay.store.stats()).destinations["crm"].delivered == n
+
+
 # -- stats ---------------------------------------------------------------------------------
 
 
@@ -203,10 +211,6 @@ async def test_dead_list_shows_dead_deliveries(make_relay):
     assert len((await run_ok(relay, "dead", "list", "--destination", "down")).splitlines()) == 2
 
 
-async def dead_count_is(relay: RunningRelay, destination: str, n: int) -> bool:
-    return await dead_count(relay, destination) == n
-
-
 @pytest.fixture
 async def flaky(make_relay, receiver):
     """A relay whose `crm` receiver answered 500 (max_attempts = 1): ev1, ev2 are dead."""
@@ -239,10 +243,6 @@ async def test_dead_replay_by_destination_delivers_again(flaky, receiver):
     assert await run_ok(flaky, "dead", "list") == ""
     delivered = [x for x in flaky.dispatch_lines() if x["outcome"] == "delivered"]
     assert [x["attempt"] for x in delivered] == [1, 1]
-
-
-async def crm_delivered(relay: RunningRelay, n: int) -> bool:
-    return (await relay.store.stats()).destinations["crm"].delivered == n
 
 
 async def test_dead_replay_by_id_replays_only_that_event(flaky, receiver):

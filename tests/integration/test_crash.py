@@ -25,7 +25,7 @@ async def _ingest_until(stop: asyncio.Event, url: str, acked: set[str], counter:
                 async with http.post(f"{url}/v1/events", json=batch) as resp:
                     if resp.status == 202:
                         acked.update(e["id"] for e in batch)
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (aiohttp.ClientError, TimeoutError):
                 await asyncio.sleep(0.01)  # the daemon is down: try again
 
 
