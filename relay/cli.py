@@ -42,12 +42,17 @@ def parse_time(value: str) -> float:
         ) from None
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit status 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("-c", "--config", default=argparse.SUPPRESS, help="config file")
-    p = argparse.ArgumentParser(
-        prog="relay", description="A durable event relay for mail platforms."
-    )
+    p = _Parser(prog="relay", description="A durable event relay for mail platforms.")
     p.add_argument(
         "-c",
         "--config",

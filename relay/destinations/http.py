@@ -109,9 +109,10 @@ class HttpSender:
             )
             headers["Content-Type"] = "application/json"
             signed = body
+        msg_id = message_id(claims)
+        headers["webhook-id"] = msg_id  # always: receivers dedupe on it (SPEC §5)
         if dest.signing_key is not None:
-            msg_id, ts = message_id(claims), int(time.time())
-            headers["webhook-id"] = msg_id
+            ts = int(time.time())
             headers["webhook-timestamp"] = str(ts)
             headers["webhook-signature"] = sign(dest.signing_key, msg_id, ts, signed)
         return url, body, headers, signed

@@ -13,7 +13,9 @@ from ..helpers import DaemonProcess, base_toml, free_port, wait_for
 KILLS = 4
 
 
-async def _ingest_until(stop: asyncio.Event, url: str, acked: set[str], counter: itertools.count) -> None:
+async def _ingest_until(
+    stop: asyncio.Event, url: str, acked: set[str], counter: itertools.count
+) -> None:
     """Post batches of 20 as fast as the daemon answers; remember ids that got a 202."""
     async with aiohttp.ClientSession() as http:
         while not stop.is_set():
@@ -47,7 +49,9 @@ async def test_kill_9_loses_no_acknowledged_event(tmp_path, receiver):
             stop = asyncio.Event()
             client = asyncio.create_task(_ingest_until(stop, daemon.url, acked, counter))
             before = len(acked)
-            await wait_for(lambda b=before: len(acked) >= b + 400, 20, "the daemon to accept events")
+            await wait_for(
+                lambda b=before: len(acked) >= b + 400, 20, "the daemon to accept events"
+            )
             assert daemon.kill(signal.SIGKILL) == -signal.SIGKILL
             stop.set()
             await client
