@@ -6,9 +6,8 @@ library; each problem becomes one `Problem(index, field, message)` for the 400 a
 
 from __future__ import annotations
 
-import base64
 import os
-import threading
+import random
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -62,28 +61,27 @@ class Problem:
 
 
 class IdMaker:
-    """Time-sortable unique ids: 48-bit milliseconds then an 80-bit counter, base32hex (26 chars).
+    """Time-sortable unique ids: 48-bit milliseconds then a 64-bit counter, in hex (28 chars).
 
     Like a monotonic ULID: within one millisecond the counter increments, so ids made by one
-    process sort in the order they were made; the counter starts at a random point each
-    millisecond so two processes do not collide.
+    process sort in the order they were made; it restarts at a random point each
+    millisecond so two processes do not collide. Hex because formatting an int is one C
+    call (base32 in Python was a quarter of the ingest hot path). Event-loop thread only.
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._random = random.Random(os.urandom(16))
         self._last_ms = 0
         self._counter = 0
 
     def __call__(self) -> str:
-        with self._lock:
-            ms = time.time_ns() // 1_000_000
-            if ms > self._last_ms:
-                self._last_ms = ms
-                self._counter = int.from_bytes(os.urandom(10), "big") >> 1
-            else:
-                self._counter += 1
-            value = (self._last_ms << 80) | (self._counter & ((1 << 80) - 1))
-        return base64.b32hexencode(value.to_bytes(16, "big"))[:26].decode().lower()
+        ms = time.time_ns() // 1_000_000
+        if ms > self._last_ms:
+            self._last_ms = ms
+            self._counter = self._random.getrandbits(62)  # room to count up within 64 bits
+        else:
+            self._counter += 1
+        return f"{self._last_ms:012x}{self._counter:016x}"
 
 
 new_id = IdMaker()

@@ -24,6 +24,9 @@ class Router:
                 else:
                     plain[etype].extend(d for d in route.destinations if d not in plain[etype])
         self._plain = {t: tuple(names) for t, names in plain.items()}
+        self._plain_delays = {
+            t: tuple((d, self._delay_s[d]) for d in names) for t, names in self._plain.items()
+        }
 
     def destinations_for(self, event: Mapping) -> tuple[str, ...]:
         etype = event["event_type"]
@@ -48,4 +51,7 @@ class Router:
         """
         event_time = float(event.get("event_time", received_at))
         start = received_at if event_time > received_at - 1 else event_time
-        return tuple((d, start + self._delay_s[d]) for d in self.destinations_for(event))
+        etype = event["event_type"]
+        if not self._filtered[etype]:  # the hot path: no per-event filters to check
+            return tuple([(d, start + delay) for d, delay in self._plain_delays[etype]])
+        return tuple([(d, start + self._delay_s[d]) for d in self.destinations_for(event)])

@@ -70,7 +70,7 @@ async def test_an_array_is_accepted_with_ids_in_order(relay):
     body = await resp.json()
     assert body["accepted"] == 3
     assert body["ids"][0] == "a" and body["ids"][2] == "c"
-    assert isinstance(body["ids"][1], str) and len(body["ids"][1]) == 26  # relay made one
+    assert isinstance(body["ids"][1], str) and len(body["ids"][1]) == 28  # relay made one
     assert await events_stored(relay) == 3
     leased = await lease(relay)
     assert sorted(e["id"] for e in leased["events"]) == sorted(body["ids"])

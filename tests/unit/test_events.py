@@ -219,7 +219,7 @@ def test_defaults_id_and_event_time_filled_in():
     event, problems = check({"event_type": "bounce", "email": "a@example.com"})
     assert problems == []
     assert event["event_time"] == int(NOW)
-    assert isinstance(event["id"], str) and len(event["id"]) == 26
+    assert isinstance(event["id"], str) and len(event["id"]) == 28
 
 
 def test_a_given_id_and_event_time_are_kept():
@@ -257,7 +257,7 @@ def test_generated_ids_are_unique_and_sort_in_creation_order():
     ids = [new_id() for _ in range(10_000)]
     assert len(set(ids)) == len(ids)
     assert ids == sorted(ids)
-    assert all(len(i) == 26 and i.isalnum() and i == i.lower() for i in ids)
+    assert all(len(i) == 28 and i.isalnum() and i == i.lower() for i in ids)
 
 
 def test_ids_made_in_a_later_millisecond_sort_after():
