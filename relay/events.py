@@ -65,7 +65,7 @@ class IdMaker:
 
     Like a monotonic ULID: within one millisecond the counter increments, so ids made by one
     process sort in the order they were made; it restarts at a random point each
-    millisecond so two processes do not collide. Hex because formatting an int is one C
+    millisecond so two processes do not collide. Hex because `bytes.hex` is one C
     call (base32 in Python was a quarter of the ingest hot path). Event-loop thread only.
     """
 
@@ -81,7 +81,7 @@ class IdMaker:
             self._counter = self._random.getrandbits(62)  # room to count up within 64 bits
         else:
             self._counter += 1
-        return f"{self._last_ms:012x}{self._counter:016x}"
+        return ((self._last_ms << 64) | self._counter).to_bytes(14, "big").hex()
 
 
 new_id = IdMaker()
