@@ -89,6 +89,14 @@ def _parser() -> argparse.ArgumentParser:
     pa.add_argument("destination")
     pa.add_argument("--for", dest="duration", help="resume by itself after this long, e.g. 30m")
     add("resume", "start sending to a paused destination again").add_argument("destination")
+    lk = add("link", "print one signed tracking URL")
+    lk.add_argument("--kind", required=True, choices=["click", "open", "unsub", "signup"])
+    lk.add_argument("--email")
+    lk.add_argument("--url")
+    lk.add_argument("--listid")
+    lk.add_argument("--sendid")
+    lk.add_argument("--click-tracking-id")
+    lk.add_argument("--mail-class")
     add("backup", "a consistent copy of the database, safe while the daemon runs").add_argument(
         "path"
     )
@@ -232,6 +240,29 @@ def cmd_resume(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def cmd_link(args: argparse.Namespace, config: Config) -> int:
+    from .links import make_link
+    from .runtime import tracking_secrets
+    from .tokens import Signer
+    from .web import JsonError
+
+    item = {
+        "kind": args.kind,
+        "email": args.email,
+        "url": args.url,
+        "listid": args.listid,
+        "sendid": args.sendid,
+        "click_tracking_id": args.click_tracking_id,
+        "mail_class": args.mail_class,
+    }
+    try:
+        print(make_link(Signer(tracking_secrets(config), config.server.public_url), item))
+    except JsonError as exc:
+        problem = orjson.loads(exc.text)["errors"][0]
+        raise Failed(f"--{problem['field'].replace('_', '-')}: {problem['message']}") from None
+    return 0
+
+
 def cmd_backup(args: argparse.Namespace, config: Config) -> int:
     target = Path(args.path)
     if target.exists():
@@ -264,6 +295,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "dead": cmd_dead,
     "pause": cmd_pause,
     "resume": cmd_resume,
+    "link": cmd_link,
     "backup": cmd_backup,
     "db": cmd_db,
 }

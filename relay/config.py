@@ -8,6 +8,7 @@ one `pull` destination named `default` that every event is routed to). Every err
 from __future__ import annotations
 
 import base64
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -109,6 +110,8 @@ class TrackingConfig:
     secrets: tuple[str, ...] = ()
     ip: str = "full"
     unsubscribe_on_get: bool = False
+    bots: str = "flag"  # flag | drop
+    bot_memory_s: float = 600.0  # how long a honeypot or HEAD visitor stays marked a scanner
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +189,13 @@ def _server(t: Table) -> ServerConfig:
     public_url = t.str("public_url", f"http://{listen}").rstrip("/")
     _require_http_url(t, "public_url", public_url)
     proxies = t.str_list("trusted_proxies")
+    for i, proxy in enumerate(proxies):
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise t.error(
+                f"{proxy!r} is not an IP address or network", f"trusted_proxies[{i}]"
+            ) from None
     t.done()
     return ServerConfig(host, port, public_url, proxies)
 
@@ -223,6 +233,8 @@ def _tracking(t: Table) -> TrackingConfig:
         secrets=t.secrets("secrets"),
         ip=t.choice("ip", ("full", "truncated", "none"), "full"),
         unsubscribe_on_get=t.bool("unsubscribe_on_get", False),
+        bots=t.choice("bots", ("flag", "drop"), "flag"),
+        bot_memory_s=t.duration("bot_memory", "10m"),
     )
     t.done()
     return cfg

@@ -8,7 +8,7 @@ import orjson
 from aiohttp import web
 
 from .events import Problem, validate
-from .store import NewEvent, StorageUnavailable
+from .store import StorageUnavailable
 from .web import RUNTIME, JsonError, check_bearer, json_response
 
 JSON_TYPES = frozenset({"application/json", "text/json"})
@@ -59,25 +59,14 @@ async def post_events(request: web.Request) -> web.Response:
     events = [validate(i, item, received_at, problems) for i, item in enumerate(items)]
     if problems:
         raise invalid(problems)
-    store = runtime.store
-    if getattr(store, "queued_events", 0) > MAX_QUEUED_EVENTS:
+    if getattr(runtime.store, "queued_events", 0) > MAX_QUEUED_EVENTS:
         raise JsonError(503, "overloaded: try again shortly", RETRY_AFTER)
-    router = runtime.router
     batch = [
-        NewEvent(
-            e["id"],
-            e["event_type"],
-            received_at,
-            orjson.dumps(e),
-            router.deliveries_for(e, received_at),
-            check_duplicate="id" in item,
-        )
+        runtime.new_event(e, received_at, check_duplicate="id" in item)
         for e, item in zip(events, items, strict=True)
     ]
     try:
-        await store.append(batch)
+        await runtime.commit(batch, "api")
     except StorageUnavailable as exc:
         raise JsonError(503, f"storage unavailable: {exc}", RETRY_AFTER) from None
-    runtime.ingested["api"] += len(batch)
-    runtime.wake({name for e in batch for name, _ in e.deliveries})
     return json_response({"accepted": len(batch), "ids": [e.id for e in batch]}, status=202)

@@ -9,20 +9,47 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
 import time
 from collections import Counter
 from collections.abc import Iterable
+from pathlib import Path
 
+import orjson
+
+from .bots import BotDetector
 from .config import Config, HttpDestination
 from .destinations.http import HttpSender
 from .dispatch import Dispatcher
 from .dispatch_log import DispatchLog
 from .routing import Router
-from .store import Store
+from .store import NewEvent, Store
+from .tokens import Signer
 
 log = logging.getLogger("relay")
 
 STOP_GRACE_S = 10.0
+
+
+def tracking_secrets(config: Config) -> tuple[str, ...]:
+    """`tracking.secrets`, or one generated on first use and kept beside the database.
+
+    Kept in a file so tracking links in messages already sent stay valid across restarts.
+    """
+    if config.tracking.secrets:
+        return config.tracking.secrets
+    path = Path(f"{config.storage.path}.tracking-secret")
+    try:
+        return (path.read_text().strip(),)
+    except FileNotFoundError:
+        pass
+    secret = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret + "\n")
+    log.info("generated tracking secret path=%s", path)
+    return (secret,)
 
 
 class Runtime:
@@ -34,7 +61,35 @@ class Runtime:
         self.dispatchers: dict[str, Dispatcher] = {}
         self.paused: dict[str, float | None] = {}
         self.ingested: Counter[str] = Counter()  # by source
+        self.signer = Signer(tracking_secrets(config), config.server.public_url)
+        self.bots = BotDetector(memory_s=config.tracking.bot_memory_s)
         self.started_at = time.time()
+
+    def new_event(
+        self, event: dict, received_at: float, check_duplicate: bool = True, first: bool = False
+    ) -> NewEvent:
+        """A validated event, routed and serialised, ready for `commit`."""
+        etype = event["event_type"]
+        key = (
+            (etype, str(event["email"]), str(event.get("sendid", "")))
+            if first and event.get("email")
+            else None
+        )
+        return NewEvent(
+            event["id"],
+            etype,
+            received_at,
+            orjson.dumps(event),
+            self.router.deliveries_for(event, received_at),
+            check_duplicate,
+            key,
+        )
+
+    async def commit(self, batch: list[NewEvent], source: str) -> None:
+        """Store events (returns once committed), count them, wake their dispatchers."""
+        await self.store.append(batch)
+        self.ingested[source] += len(batch)
+        self.wake({name for e in batch for name, _ in e.deliveries})
 
     def wake(self, destinations: Iterable[str]) -> None:
         for name in destinations:
@@ -66,6 +121,7 @@ class Runtime:
         await asyncio.gather(*(d.stop(STOP_GRACE_S) for d in stopping))
         self.config = config
         self.router = Router(config.routes, config.destinations)
+        self.signer = Signer(tracking_secrets(config), config.server.public_url)
         self.dispatchers = keep
         for dest in config.destinations.values():
             if isinstance(dest, HttpDestination) and dest.name not in keep:

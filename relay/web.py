@@ -89,7 +89,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 def create_app(runtime: Runtime) -> web.Application:
-    from . import ingest, pull  # the handlers import this module for RUNTIME
+    from . import ingest, links, pull, tracking  # the handlers import this module for RUNTIME
 
     app = web.Application(
         middlewares=[errors_as_json],
@@ -97,6 +97,9 @@ def create_app(runtime: Runtime) -> web.Application:
     )
     app[RUNTIME] = runtime
     app.router.add_post("/v1/events", ingest.post_events)
+    app.router.add_post("/v1/links", links.post_links)
+    app.router.add_post("/v1/rewrite", links.post_rewrite)
+    tracking.add_routes(app)
     app.router.add_get("/v1/pull/{destination}", pull.lease)
     app.router.add_post("/v1/pull/{destination}/ack", pull.ack)
     app.router.add_get("/healthz", healthz)

@@ -33,6 +33,9 @@ class NewEvent:
     body: bytes  # the event as JSON
     deliveries: tuple[tuple[str, float], ...]  # (destination, due_at)
     check_duplicate: bool = True  # False for ids relay made itself: they cannot collide
+    # Tracking events: (event_type, email, sendid). The store adds `"first": true|false` to
+    # the body — true when no earlier event had this key — inside the same transaction.
+    first_key: tuple[str, str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

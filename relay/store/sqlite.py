@@ -68,6 +68,17 @@ MIGRATIONS: tuple[str, ...] = (
         until       REAL                   -- resume by itself then; NULL = until resumed
     );
     """,
+    """
+    -- `first` for tracking events: one row per (event_type, email, sendid) ever seen.
+    CREATE TABLE firsts (
+        event_type TEXT NOT NULL,
+        email      TEXT NOT NULL,
+        sendid     TEXT NOT NULL,
+        seen_at    REAL NOT NULL,
+        PRIMARY KEY (event_type, email, sendid)
+    ) WITHOUT ROWID;
+    CREATE INDEX firsts_seen ON firsts (seen_at);
+    """,
 )
 
 _CLAIM = """
@@ -271,6 +282,9 @@ class SqliteStore:
         db = self._db
         assert db is not None
         seen = await self._known_ids([e.id for e in events if e.check_duplicate])
+        firsts = await self._new_firsts(
+            [e.first_key for e in events if e.first_key and e.id not in seen]
+        )
         event_rows, delivery_rows, stored = [], [], []
         seq = self._next_seq
         for e in events:
@@ -280,7 +294,12 @@ class SqliteStore:
                     continue
                 seen.add(e.id)
             stored.append(True)
-            event_rows.append((seq, e.id, e.event_type, e.received_at, len(e.deliveries), e.body))
+            body = e.body
+            if e.first_key is not None:
+                first = e.first_key in firsts
+                firsts.discard(e.first_key)  # only the first of a batch is first
+                body = body[:-1] + (b',"first":true}' if first else b',"first":false}')
+            event_rows.append((seq, e.id, e.event_type, e.received_at, len(e.deliveries), body))
             for destination, due_at in e.deliveries:
                 delivery_rows.append((seq, destination, due_at, e.received_at, e.received_at))
             seq += 1
@@ -296,6 +315,24 @@ class SqliteStore:
         )
         self._next_seq = seq
         return stored
+
+    async def _new_firsts(self, keys: list[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
+        """Record these first-flag keys; return those never seen before (a primary-key probe each)."""
+        if not keys:
+            return set()
+        db = self._db
+        assert db is not None
+        new = set()
+        now = time.time()
+        for key in dict.fromkeys(keys):
+            rows = await db.execute_fetchall(
+                "INSERT INTO firsts (event_type, email, sendid, seen_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING RETURNING 1",
+                (*key, now),
+            )
+            if rows:
+                new.add(key)
+        return new
 
     async def _known_ids(self, ids: list[str]) -> set[str]:
         assert self._db is not None
@@ -453,7 +490,12 @@ class SqliteStore:
                 " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq) LIMIT 5000)",
                 (older_than,),
             )
-            return gone.rowcount + events.rowcount
+            firsts = await db.execute(
+                "DELETE FROM firsts WHERE (event_type, email, sendid) IN (SELECT event_type, email, sendid"
+                " FROM firsts WHERE seen_at < ? LIMIT 5000)",
+                (older_than,),
+            )
+            return gone.rowcount + events.rowcount + firsts.rowcount
 
         total = 0
         while (n := await self._submit(job)) > 0:
