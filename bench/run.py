@@ -130,6 +130,53 @@ async def bench_deliver(events: int, batch_size: int, concurrency: int) -> dict:
             "deliveries_per_s": round(events / elapsed), "events": events}
 
 
+def _wrk(url: str, seconds: float, connections: int = 64) -> float:
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", url],
+                         check=True, capture_output=True, text=True).stdout
+    return float(next(line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec")))
+
+
+BARE_APP = """
+import sys, uvloop
+from aiohttp import web
+GIF = bytes.fromhex("47494638396101000100800000000000ffffff21f90401000000002c00000000010001000002024401003b")
+async def pixel(request): return web.Response(body=GIF, content_type="image/gif")
+async def click(request): raise web.HTTPFound("http://www.example.com/")
+app = web.Application()
+app.router.add_get("/o/{token}.gif", pixel)
+app.router.add_get("/c/{token}", click)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None, loop=uvloop.new_event_loop())
+"""
+
+
+async def bench_tracking(seconds: float) -> dict:
+    """Pixel and click requests/s with wrk (every hit committed), and a bare aiohttp server."""
+    with tempfile.TemporaryDirectory() as tmp:
+        async with Daemon(Path(tmp), '[destinations.feed]\ntype = "pull"\n'
+                          '[[routes]]\nevents = ["*"]\ndestinations = ["feed"]\n') as d:
+            async with aiohttp.ClientSession() as http:
+                links = [{"kind": "open", "email": "customer@example.com", "sendid": "t9920110705"},
+                         {"kind": "click", "email": "customer@example.com", "sendid": "t9920110705",
+                          "url": "http://www.example.com/"}]
+                async with http.post(f"{d.url}/v1/links", json=links) as r:
+                    open_url, click_url = (await r.json())["urls"]
+            pixel = await asyncio.to_thread(_wrk, open_url, seconds)
+            click = await asyncio.to_thread(_wrk, click_url, seconds)
+    port = _port()
+    bare = subprocess.Popen([sys.executable, "-c", BARE_APP, str(port)])
+    try:
+        await asyncio.sleep(1.0)
+        token = open_url.rsplit("/", 1)[1]
+        bare_pixel = await asyncio.to_thread(_wrk, f"http://127.0.0.1:{port}/o/{token}", seconds)
+        bare_click = await asyncio.to_thread(_wrk, f"http://127.0.0.1:{port}/c/x", seconds)
+    finally:
+        bare.terminate()
+        bare.wait()
+    return {"bench": "tracking", "pixel_rps": round(pixel), "click_rps": round(click),
+            "bare_pixel_rps": round(bare_pixel), "bare_click_rps": round(bare_click),
+            "pixel_ratio": round(pixel / bare_pixel, 2), "click_ratio": round(click / bare_click, 2)}
+
+
 def _relay(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "relay", *args], check=True, capture_output=True)
 
@@ -145,9 +192,13 @@ def main() -> None:
     d.add_argument("--events", type=int, default=20000)
     d.add_argument("--batch-size", type=int, default=1)
     d.add_argument("--concurrency", type=int, default=16)
+    t = sub.add_parser("tracking")
+    t.add_argument("--seconds", type=float, default=10)
     args = p.parse_args()
     os.environ.setdefault("PYTHONHASHSEED", "0")
-    if args.what == "ingest":
+    if args.what == "tracking":
+        result = asyncio.run(bench_tracking(args.seconds))
+    elif args.what == "ingest":
         result = asyncio.run(bench_ingest(args.batch, args.clients, args.seconds))
     else:
         result = asyncio.run(bench_deliver(args.events, args.batch_size, args.concurrency))

@@ -317,21 +317,27 @@ class SqliteStore:
         return stored
 
     async def _new_firsts(self, keys: list[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
-        """Record these first-flag keys; return those never seen before (a primary-key probe each)."""
-        if not keys:
-            return set()
+        """Record these first-flag keys; return those never seen before (primary-key probes)."""
         db = self._db
         assert db is not None
-        new = set()
-        now = time.time()
-        for key in dict.fromkeys(keys):
+        new: set[tuple[str, str, str]] = set()
+        unique = list(dict.fromkeys(keys))
+        for i in range(0, len(unique), 300):
+            chunk = unique[i : i + 300]
+            marks = ",".join("(?, ?, ?)" for _ in chunk)
+            flat = [v for key in chunk for v in key]
             rows = await db.execute_fetchall(
-                "INSERT INTO firsts (event_type, email, sendid, seen_at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT DO NOTHING RETURNING 1",
-                (*key, now),
+                "SELECT event_type, email, sendid FROM firsts"
+                f" WHERE (event_type, email, sendid) IN (VALUES {marks})",
+                flat,
             )
-            if rows:
-                new.add(key)
+            new.update(set(chunk) - {tuple(r) for r in rows})
+        if new:
+            now = time.time()
+            await db.executemany(
+                "INSERT INTO firsts (event_type, email, sendid, seen_at) VALUES (?, ?, ?, ?)",
+                [(*key, now) for key in new],
+            )
         return new
 
     async def _known_ids(self, ids: list[str]) -> set[str]:

@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from relay.store import (
@@ -569,3 +570,29 @@ async def test_release_hands_back_unattempted_claims(store):
     assert again.attempts == c.attempts  # the released claim was never an attempt
     await store.release([c])  # fenced: the old claim cannot release the new one
     assert (await dest_stats(store, "a"))["leased"] == 1
+
+
+# -- first flag ----------------------------------------------------------------------------
+
+
+def _with_first(event: NewEvent, email: str, sendid: str = "s1") -> NewEvent:
+    return NewEvent(
+        event.id,
+        event.event_type,
+        event.received_at,
+        event.body,
+        event.deliveries,
+        first_key=(event.event_type, email, sendid),
+    )
+
+
+async def test_first_is_true_only_for_the_first_event_of_its_type_email_and_sendid(store):
+    batch = [_with_first(ev("a", event_type="engine_open"), "x@example.com") for _ in range(2)]
+    batch.append(_with_first(ev("a", event_type="engine_open"), "y@example.com"))
+    batch.append(_with_first(ev("a", event_type="engine_click"), "x@example.com"))
+    await store.append(batch)
+    await store.append([_with_first(ev("a", event_type="engine_open"), "x@example.com")])
+    claims = await store.claim("a", 10, 30)
+    first = {c.event_id: orjson.loads(c.body)["first"] for c in claims}
+    assert [first[e.id] for e in batch] == [True, False, True, True]
+    assert list(first.values()).count(False) == 2  # the later open of x is not first either
