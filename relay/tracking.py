@@ -66,8 +66,10 @@ def kept_ip(ip: str | None, policy: str) -> str | None:
         address = ipaddress.ip_address(ip)
     except ValueError:
         return None
+    if address.version == 6 and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # a dual-stack socket's IPv4 peer: truncate it as IPv4
     prefix = 24 if address.version == 4 else 48
-    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False).network_address)
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False).network_address)
 
 
 async def _record(
@@ -111,6 +113,17 @@ def _message_fields(fields: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in fields.items() if k != "url"}
 
 
+async def _form(request: web.Request):
+    """The posted form; a body that is not one (bad bytes, a multipart without its
+    boundary) is a 400, never a 500."""
+    try:
+        return await request.post()
+    except web.HTTPException:
+        raise  # 413 and the like
+    except Exception:  # aiohttp raises ValueError, UnicodeDecodeError, BadHttpMessage, ...
+        raise web.HTTPBadRequest(text="malformed form body") from None
+
+
 def _token(request: web.Request, kind: str) -> dict[str, str] | None:
     token = request.match_info["token"]
     return request.app[RUNTIME].signer.read(kind, token)
@@ -118,7 +131,8 @@ def _token(request: web.Request, kind: str) -> dict[str, str] | None:
 
 async def open_pixel(request: web.Request) -> web.Response:
     fields = _token(request, "open")
-    if fields is not None and fields.get("email"):
+    # HEAD (aiohttp adds it to GET routes) is a link checker, not an image load: not an open.
+    if fields is not None and fields.get("email") and request.method == "GET":
         runtime = request.app[RUNTIME]
         ip = client_ip(request, runtime.config.server.trusted_proxies)
         verdict = runtime.bots.open(ip, request.headers.get("User-Agent"))
@@ -176,7 +190,7 @@ async def unsubscribe_page(request: web.Request) -> web.Response:
     fields = _token(request, "unsub")
     if fields is None:
         raise web.HTTPNotFound(text="unknown link")
-    if runtime.config.tracking.unsubscribe_on_get:
+    if runtime.config.tracking.unsubscribe_on_get and request.method == "GET":  # never on HEAD
         await _unsubscribe(request, fields)
         return unsubscribed_page()
     who = html.escape(fields.get("email", "this address"))
@@ -207,7 +221,7 @@ async def unsubscribe(request: web.Request) -> web.Response:
     fields = _token(request, "unsub")
     if fields is None:
         raise web.HTTPNotFound(text="unknown link")
-    form = await request.post()
+    form = await _form(request)
     stored = await _unsubscribe(request, fields)
     if form.get("List-Unsubscribe") == "One-Click":
         if not stored:
@@ -226,7 +240,7 @@ async def signup(request: web.Request) -> web.Response:
     fields = _token(request, "signup")
     if fields is None:
         raise web.HTTPNotFound(text="unknown form")
-    form = await request.post()
+    form = await _form(request)
     thanks = fields.get("url") if is_safe_url(fields.get("url", "")) else "/thanks"
     if form.get("website"):  # a bot filled the hidden field: pretend, record nothing
         raise web.HTTPSeeOther(thanks)

@@ -1,0 +1,321 @@
+"""Signed tracking tokens (SPEC §3): round trip, tamper matrix, key rotation, what can never
+be signed, URL length, and a decoder that never raises."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import string
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from relay.tokens import KINDS, MAX_FIELD, Signer, TokenError, sign, verify
+
+KEY = b"current-tracking-secret-0123456789"
+OLD = b"previous-tracking-secret-987654321"
+B64URL = string.ascii_letters + string.digits + "-_"
+
+FIELDS = {
+    "email": "jane.doe@example.com",
+    "url": "https://www.example.com/spring-sale?utm_source=newsletter&x=%20y#top",
+    "listid": "42",
+    "sendid": "20240501-newsletter",
+    "click_tracking_id": "cta-1",
+    "mail_class": "marketing",
+}
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def with_mac(value: object, kind: str, key: bytes) -> str:
+    """Any JSON as a token body, with the MAC made by `key` (as only the key holder could)."""
+    payload = orjson.dumps(value)
+    mac = hmac.new(key, kind.encode() + b"\0" + payload, hashlib.sha256).digest()[:16]
+    return f"{b64(payload)}.{b64(mac)}"
+
+
+def fields_for(kind: str) -> dict[str, str]:
+    """What each kind carries in practice (an open has no target URL)."""
+    if kind in ("open", "honeypot"):
+        return {k: v for k, v in FIELDS.items() if k != "url"}
+    return dict(FIELDS)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_round_trip_every_kind(kind):
+    token = sign(KEY, kind, fields_for(kind))
+    assert verify([KEY], kind, token) == fields_for(kind)
+    assert set(token) <= set(B64URL + "."), "tokens are URL-safe as they are"
+
+
+def test_round_trip_keeps_unicode_and_drops_empty_fields():
+    token = sign(
+        KEY, "click", {"email": "zoë@exämple.com", "url": "https://example.com/ü", "listid": ""}
+    )
+    assert verify([KEY], "click", token) == {
+        "email": "zoë@exämple.com",
+        "url": "https://example.com/ü",
+    }
+    # Only the email set: the missing url / listid / ... are absent, not empty strings.
+    assert verify([KEY], "open", sign(KEY, "open", {"email": "a@example.com"})) == {
+        "email": "a@example.com"
+    }
+
+
+def test_the_format_is_the_documented_one():
+    """base64url(JSON array) "." base64url(first 16 bytes of HMAC-SHA256(kind NUL payload)),
+    built here without relay's code: what another implementation would have to produce."""
+    payload = orjson.dumps(["click", "a@example.com", "https://example.com/x"])
+    mac = hmac.new(KEY, b"click\0" + payload, hashlib.sha256).digest()[:16]
+    token = f"{b64(payload)}.{b64(mac)}"
+    assert token == with_mac(["click", "a@example.com", "https://example.com/x"], "click", KEY)
+    assert verify([KEY], "click", token) == {
+        "email": "a@example.com",
+        "url": "https://example.com/x",
+    }
+    assert sign(KEY, "click", {"email": "a@example.com", "url": "https://example.com/x"}) == token
+
+    # Even a correctly MACed token is refused if its target is not a safe http(s) URL:
+    # nothing relay verifies can ever become a redirect to javascript: or a CR/LF header.
+    for bad in ("javascript:alert(1)", "https://example.com/\r\nSet-Cookie: a=b", "//evil.com"):
+        assert (
+            verify([KEY], "click", with_mac(["click", "a@example.com", bad], "click", KEY)) is None
+        )
+
+
+# --- the tamper matrix: every one of these must verify to None --------------------------------
+
+TOKEN = sign(KEY, "click", FIELDS)
+
+
+def test_every_character_changed_to_every_other_base64url_char_is_rejected():
+    rejected = 0
+    for i, original in enumerate(TOKEN):
+        for c in B64URL:
+            if c == original:
+                continue
+            forged = TOKEN[:i] + c + TOKEN[i + 1 :]
+            assert verify([KEY], "click", forged) is None, (i, c)
+            rejected += 1
+    assert rejected == len(TOKEN) * 63 + 1  # the "." has 64 replacements, the rest 63
+
+
+def test_every_bit_of_the_decoded_payload_and_mac_flipped_is_rejected():
+    body, mac = TOKEN.split(".")
+    raw = {
+        "body": base64.urlsafe_b64decode(body + "=="),
+        "mac": base64.urlsafe_b64decode(mac + "=="),
+    }
+    for part, data in raw.items():
+        for i in range(len(data) * 8):
+            flipped = bytearray(data)
+            flipped[i // 8] ^= 1 << (i % 8)
+            enc = base64.urlsafe_b64encode(bytes(flipped)).rstrip(b"=").decode()
+            forged = f"{enc}.{mac}" if part == "body" else f"{body}.{enc}"
+            assert verify([KEY], "click", forged) is None, (part, i)
+
+
+def test_truncated_at_every_length_is_rejected():
+    for n in range(len(TOKEN)):
+        assert verify([KEY], "click", TOKEN[:n]) is None, n
+    # ...and with the first characters cut instead
+    for n in range(1, len(TOKEN)):
+        assert verify([KEY], "click", TOKEN[n:]) is None, n
+
+
+@pytest.mark.parametrize(
+    "suffix", [*B64URL[::7], "=", "==", ".", ".AAAA", "%00", "\n", " ", "/", "?x=1", "#"]
+)
+def test_extended_is_rejected(suffix):
+    assert verify([KEY], "click", TOKEN + suffix) is None
+    assert verify([KEY], "click", suffix + TOKEN) is None
+
+
+def test_padding_or_other_spellings_of_the_same_bytes_are_rejected():
+    body, mac = TOKEN.split(".")
+    padded = body + "=" * (-len(body) % 4)
+    if padded != body:
+        assert verify([KEY], "click", f"{padded}.{mac}") is None
+    standard = TOKEN.replace("-", "+").replace("_", "/")  # plain base64, not base64url
+    if standard != TOKEN:
+        assert verify([KEY], "click", standard) is None
+
+
+def test_another_secret_is_rejected():
+    assert verify([b"someone-elses-secret"], "click", TOKEN) is None
+    assert verify([], "click", TOKEN) is None
+    assert verify([KEY[:-1]], "click", TOKEN) is None
+
+
+@pytest.mark.parametrize("signed_as", KINDS)
+@pytest.mark.parametrize("read_as", KINDS)
+def test_a_token_of_another_kind_is_rejected(signed_as, read_as):
+    token = sign(KEY, signed_as, fields_for(signed_as))
+    result = verify([KEY], read_as, token)
+    assert (result is not None) == (signed_as == read_as)
+
+
+def test_a_token_relabelled_as_another_kind_is_rejected():
+    """Swapping the kind inside the payload (keeping the MAC) does not make an open a click."""
+    token = sign(KEY, "open", {"email": "a@example.com", "url": "https://example.com/"})
+    body, mac = token.split(".")
+    payload = orjson.loads(base64.urlsafe_b64decode(body + "=="))
+    payload[0] = "click"
+    body2 = base64.urlsafe_b64encode(orjson.dumps(payload)).rstrip(b"=").decode()
+    assert verify([KEY], "click", f"{body2}.{mac}") is None
+
+
+# --- key rotation ------------------------------------------------------------------------------
+
+
+def test_key_rotation_accepts_the_old_secret_second_and_signs_with_the_first():
+    before = Signer([OLD.decode()], "https://t.example.com")
+    old_url = before.url("click", **FIELDS)
+    old_token = old_url.rsplit("/", 1)[1]
+
+    rotated = Signer([KEY.decode(), OLD.decode()], "https://t.example.com")
+    assert rotated.read("click", old_token) == FIELDS, "links already sent keep working"
+
+    new_token = rotated.url("click", **FIELDS).rsplit("/", 1)[1]
+    assert new_token != old_token
+    assert verify([KEY], "click", new_token) == FIELDS, "new links are signed with the first"
+    assert verify([OLD], "click", new_token) is None
+
+    # Once the old secret is dropped, its links stop working.
+    assert Signer([KEY.decode()], "https://t.example.com").read("click", old_token) is None
+
+
+def test_signer_needs_a_secret_and_builds_each_path():
+    with pytest.raises(ValueError):
+        Signer([], "https://t.example.com")
+    s = Signer(["k"], "https://t.example.com/")
+    assert s.url("open", email="a@example.com").startswith("https://t.example.com/o/")
+    assert s.url("open", email="a@example.com").endswith(".gif")
+    assert s.url("click", email="a@example.com", url="https://x.example/").startswith(
+        "https://t.example.com/c/"
+    )
+    assert s.url("unsub", email="a@example.com").startswith("https://t.example.com/u/")
+    assert s.url("signup", listid="7").startswith("https://t.example.com/s/")
+
+
+# --- what can never be signed -------------------------------------------------------------------
+
+UNSAFE_URLS = [
+    "javascript:alert(document.cookie)",
+    "JavaScript:alert(1)",
+    " javascript:alert(1)",
+    "data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==",
+    "//evil.com/phish",
+    "/relative/path",
+    "evil.com",
+    "mailto:a@example.com",
+    "tel:+15555550100",
+    "ftp://files.example.com/x",
+    "file:///etc/passwd",
+    "https://",
+    "http:///no-host",
+    "https://example.com/\r\nSet-Cookie: a=b",
+    "https://example.com/\nx",
+    "https://example.com/\rx",
+    "https://example.com/a b",
+    "https://example.com/a\tb",
+    "https://example.com/\x00",
+    "https://example.com/\x7f",
+    "https://example.com/" + "a" * MAX_FIELD,
+]
+
+
+@pytest.mark.parametrize("url", UNSAFE_URLS)
+@pytest.mark.parametrize("kind", ["click", "unsub", "signup"])
+def test_sign_refuses_unsafe_targets(kind, url):
+    with pytest.raises(TokenError, match="^url: "):
+        sign(KEY, kind, {"email": "a@example.com", "url": url})
+
+
+@pytest.mark.parametrize("field", ["email", "listid", "sendid", "click_tracking_id", "mail_class"])
+def test_sign_refuses_over_long_fields(field):
+    with pytest.raises(TokenError, match=f"^{field}: "):
+        sign(KEY, "click", {**FIELDS, field: "x" * (MAX_FIELD + 1)})
+    # exactly at the limit is fine
+    assert verify([KEY], "click", sign(KEY, "click", {**FIELDS, field: "x" * MAX_FIELD}))
+
+
+def test_sign_refuses_an_unknown_kind():
+    with pytest.raises(TokenError, match="^kind: "):
+        sign(KEY, "redirect", FIELDS)
+
+
+def test_a_typical_click_url_is_under_250_characters():
+    signer = Signer(["a-43-character-random-secret-from-secrets-mod"], "https://relay.example.com")
+    url = signer.url(
+        "click",
+        email="jane.doe@example.com",
+        url="https://www.example.com/spring-sale?utm_source=newsletter",
+        listid="42",
+        sendid="20240501",
+        click_tracking_id="cta-1",
+        mail_class="marketing",
+    )
+    assert len(url) < 250, len(url)
+
+
+# --- property: the decoder never raises ---------------------------------------------------------
+
+token_like = st.text(alphabet=B64URL + ".=", max_size=300)
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False)
+    | st.text()
+    | st.sampled_from(KINDS),
+    lambda inner: st.lists(inner, max_size=8) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(
+    token=st.text(max_size=3000)
+    | token_like
+    | st.builds(with_mac, json_values, st.just("click"), st.just(OLD[::-1])),
+    kind=st.sampled_from(KINDS),
+)
+def test_verify_never_raises_on_arbitrary_text(token, kind):
+    assert verify([KEY, OLD], kind, token) is None
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(value=json_values, kind=st.sampled_from(KINDS))
+def test_verify_never_raises_on_a_correctly_macd_odd_payload(value, kind):
+    """Past the MAC, whatever the payload holds is either well-formed fields or None."""
+    result = verify([KEY], kind, with_mac(value, kind, KEY))
+    assert result is None or (
+        isinstance(result, dict) and all(isinstance(v, str) and v for v in result.values())
+    )
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    kind=st.sampled_from(KINDS),
+    values=st.fixed_dictionaries(
+        {},
+        optional={
+            name: st.text(max_size=80)
+            for name in ("email", "url", "listid", "sendid", "click_tracking_id", "mail_class")
+        },
+    ),
+)
+def test_sign_either_refuses_or_round_trips(kind, values):
+    try:
+        token = sign(KEY, kind, values)
+    except TokenError:
+        assert values.get("url"), "only a bad url is refused at these lengths"
+        return
+    assert verify([KEY], kind, token) == {k: v for k, v in values.items() if v}
