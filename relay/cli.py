@@ -89,6 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     pa.add_argument("destination")
     pa.add_argument("--for", dest="duration", help="resume by itself after this long, e.g. 30m")
     add("resume", "start sending to a paused destination again").add_argument("destination")
+    add("flush", "send a digest or upload now instead of at the end of its period").add_argument(
+        "destination"
+    )
     lk = add("link", "print one signed tracking URL")
     lk.add_argument("--kind", required=True, choices=["click", "open", "unsub", "signup"])
     lk.add_argument("--email")
@@ -155,7 +158,10 @@ def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
     print(f"listen: {config.server.host}:{config.server.port}  database: {config.storage.path}")
     print("destinations:")
     for name, d in config.destinations.items():
-        where = f"{d.method} {d.url} ({d.format})" if isinstance(d, HttpDestination) else "pull API"
+        if isinstance(d, HttpDestination):
+            where = f"{d.method} {d.url} ({d.format})"
+        else:
+            where = d.describe() if hasattr(d, "describe") else "pull API"
         print(f"  {name:<16} {d.type:<5} {where}")
     print("routes:")
     for r in config.routes:
@@ -240,6 +246,19 @@ def cmd_resume(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def cmd_flush(args: argparse.Namespace, config: Config) -> int:
+    from .senders import is_periodic
+
+    _known(config, args.destination)
+    if not is_periodic(config.destinations[args.destination]):
+        raise Failed(
+            f"{args.destination} is not an email digest, ftp or sftp destination: nothing to flush"
+        )
+    _with_store(config, lambda store: _done(store.request_flush(args.destination)))
+    print(f"flush requested for {args.destination} (the running daemon sends within seconds)")
+    return 0
+
+
 def cmd_link(args: argparse.Namespace, config: Config) -> int:
     from .links import make_link
     from .runtime import tracking_secrets
@@ -295,6 +314,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "dead": cmd_dead,
     "pause": cmd_pause,
     "resume": cmd_resume,
+    "flush": cmd_flush,
     "link": cmd_link,
     "backup": cmd_backup,
     "db": cmd_db,

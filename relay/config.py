@@ -15,13 +15,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .config_email_ftp import (
+    EmailDestination,
+    FtpDestination,
+    SftpDestination,
+    parse_email,
+    parse_ftp,
+    parse_sftp,
+)
 from .confread import ConfigError, Table, is_loopback, parse_listen
 from .events import EVENT_TYPES, event_type_for
 
 __all__ = ["Config", "ConfigError", "find_config", "load"]
 
 SEARCH_PATH = ("relay.toml", "/etc/relay/relay.toml")
-DESTINATION_TYPES = ("http", "pull")
+DESTINATION_TYPES = ("http", "email", "ftp", "sftp", "pull")
 MAX_PULL_BATCH = 10_000
 
 
@@ -32,6 +40,15 @@ class RetryPolicy:
     multiplier: float = 2.0
     max_attempts: int = 15
     max_age_s: float = 3 * 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitPolicy:
+    """`circuit = { failures = 10, cooldown = "30s", max_cooldown = "10m" }`; failures = 0: off."""
+
+    failures: int = 10  # consecutive failed sends that open the circuit
+    cooldown_s: float = 30.0  # wait before the first probe; doubled after each failed probe
+    max_cooldown_s: float = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +65,7 @@ class HttpDestination:
     concurrency: int = 8
     source_address: str | None = None
     retry: RetryPolicy = RetryPolicy()
+    circuit: CircuitPolicy = CircuitPolicy()
     type: str = "http"
 
     @property
@@ -67,7 +85,11 @@ class PullDestination:
     type: str = "pull"
 
 
-Destination = HttpDestination | PullDestination
+Destination = (
+    HttpDestination | PullDestination | EmailDestination | FtpDestination | SftpDestination
+)
+# The destinations a dispatcher pushes to (everything but pull).
+PushDestination = HttpDestination | EmailDestination | FtpDestination | SftpDestination
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +193,8 @@ def _parse(top: Table, base_dir: Path) -> Config:
     log.done()
     dests_table = top.table("destinations")
     destinations = {
-        name: _destination(dests_table.table(name), name, server) for name in list(dests_table.data)
+        name: _destination(dests_table.table(name), name, server, base_dir)
+        for name in list(dests_table.data)
     }
     routes = _routes(top, destinations)
     top.done()
@@ -265,13 +288,33 @@ def _retry(t: Table) -> RetryPolicy:
     return policy
 
 
-def _destination(t: Table, name: str, server: ServerConfig) -> Destination:
+def _circuit(t: Table) -> CircuitPolicy:
+    d = CircuitPolicy()
+    policy = CircuitPolicy(
+        failures=t.int("failures", d.failures, low=0),
+        cooldown_s=t.duration("cooldown", d.cooldown_s),
+        max_cooldown_s=t.duration("max_cooldown", d.max_cooldown_s),
+    )
+    t.done()
+    if policy.max_cooldown_s < policy.cooldown_s:
+        raise t.error("must not be less than cooldown", "max_cooldown")
+    return policy
+
+
+def _destination(t: Table, name: str, server: ServerConfig, base_dir: Path) -> Destination:
     if not name.replace("-", "").replace("_", "").isalnum():
         raise t.error("destination names may use letters, digits, - and _ only")
     if not t.has("type"):
         raise t.error("required", "type")
     kind = t.choice("type", DESTINATION_TYPES, "http")
-    dest = _http(t, name) if kind == "http" else _pull(t, name, server)
+    dest: Destination
+    if kind == "http":
+        dest = _http(t, name)
+    elif kind == "pull":
+        dest = _pull(t, name, server)
+    else:
+        parse = {"email": parse_email, "ftp": parse_ftp, "sftp": parse_sftp}[kind]
+        dest = parse(t, name, _retry(t.table("retry")), base_dir)
     t.done()
     return dest
 
@@ -298,6 +341,7 @@ def _http(t: Table, name: str) -> HttpDestination:
         concurrency=t.int("concurrency", 8, low=1, high=1000),
         source_address=t.str("source_address"),
         retry=_retry(t.table("retry")),
+        circuit=_circuit(t.table("circuit")),
     )
     if dest.batch_size > 1 and (dest.method, dest.format) != ("POST", "json"):
         raise t.error('batch_size > 1 needs method = "POST" and format = "json"', "batch_size")

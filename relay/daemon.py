@@ -19,13 +19,14 @@ from aiohttp import web
 
 from .config import Config, ConfigError, PullDestination, load
 from .dispatch_log import DispatchLog
+from .notify import Heartbeat, Notifier, status_line
 from .runtime import Runtime
 from .store import SqliteStore, StorageUnavailable
 from .web import create_app
 
 log = logging.getLogger("relay")
 
-CONTROL_EVERY_S = 1.0  # how often the CLI's pause/resume in the database is picked up
+CONTROL_EVERY_S = 1.0  # how often the CLI's pause/resume/flush in the database is picked up
 PURGE_EVERY_S = 600.0
 
 
@@ -44,6 +45,8 @@ class Daemon:
         self._runner: web.AppRunner | None = None
         self._stop = asyncio.Event()
         self._hup = asyncio.Event()
+        self.notify = Notifier.from_env()  # systemd: READY, STATUS, WATCHDOG, RELOADING, STOPPING
+        self._heartbeat = Heartbeat(self.notify, self._status)
 
     async def start(self) -> None:
         config = self.config
@@ -83,6 +86,11 @@ class Daemon:
             config.storage.path,
             len(config.destinations),
         )
+        self.notify.ready("started")  # store, web and dispatchers are all up
+        self._heartbeat.start()
+
+    async def _status(self) -> str:
+        return "stopping" if self.runtime is None else await status_line(self.runtime)
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -99,6 +107,7 @@ class Daemon:
                 await self.reload()
             try:
                 await self.runtime.refresh_paused()
+                await self.runtime.take_flushes()
                 if time.time() - last_purge > PURGE_EVERY_S:
                     last_purge = time.time()
                     cutoff = time.time() - self.runtime.config.storage.retention_s
@@ -112,6 +121,7 @@ class Daemon:
         if runtime is None:
             return
         self.runtime = None
+        self.notify.stopping()
         if self._runner is not None:
             await self._runner.cleanup()  # stop taking requests; requests in flight finish
         await runtime.stop_dispatchers()
@@ -121,8 +131,18 @@ class Daemon:
         summary = runtime.summary()
         summary["pending"] = sum(d.pending + d.leased for d in stats.destinations.values())
         log.info("stopped %s", " ".join(f"{k}={v}" for k, v in summary.items()))
+        await self._heartbeat.stop()  # the watchdog kept ticking through the stop
+        self.notify.close()
 
     async def reload(self) -> None:
+        """SIGHUP: tell systemd we are reloading, and ready again after, whatever happened."""
+        self.notify.reloading()
+        try:
+            await self._reload()
+        finally:
+            self.notify.ready("reloaded")
+
+    async def _reload(self) -> None:
         runtime = self.runtime
         assert runtime is not None
         runtime.log.reopen()

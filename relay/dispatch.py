@@ -3,7 +3,8 @@
 Each dispatcher has its own concurrency and its own backlog, so a receiver that is down
 only slows its own queue. An idle dispatcher sleeps until ingestion wakes it, its next
 delivery falls due, or `IDLE_POLL_S` passes (which is how it notices a replay or resume
-made by the CLI in another process).
+made by the CLI in another process). A destination that keeps failing trips its circuit
+breaker (`circuit.py`): nothing is sent, and no attempt spent, until a probe succeeds.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import contextlib
 import logging
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 
 from .backoff import next_attempt_at
-from .config import HttpDestination
+from .circuit import Circuit, CircuitState, Gate
+from .config import CircuitPolicy, HttpDestination
 from .destinations.base import Outcome, Result, Sender
 from .dispatch_log import DispatchLog, attempt_line
 from .store import Claimed, Store
@@ -46,6 +49,12 @@ class Dispatcher:
         self._ready: deque[Claimed] = deque()  # claimed, waiting for a free slot
         self._stopping = False
         self._task: asyncio.Task | None = None
+        # Destinations without a `circuit` setting (periodic uploads, whose rounds already
+        # stop at the first failure) get none: failures = 0 turns breaking off.
+        self.circuit = Circuit(getattr(dest, "circuit", None) or CircuitPolicy(failures=0))
+        self.last_failed = False  # the most recent send failed
+        # Called with (destination, claims, now) for delivered claims: the latency metric.
+        self.on_delivered: Callable[[str, list[Claimed], float], None] | None = None
 
     def wake(self) -> None:
         self._wake.set()
@@ -57,6 +66,15 @@ class Dispatcher:
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
+
+    @property
+    def state(self) -> str:
+        """For the console and stats (SPEC §3): paused, circuit_open, failing or ok."""
+        if self.paused:
+            return "paused"
+        if self.circuit.is_open:
+            return "circuit_open"
+        return "failing" if self.last_failed else "ok"
 
     async def stop(self, grace_s: float) -> None:
         """Stop claiming, give sends in flight `grace_s` to finish, then cancel them.
@@ -89,32 +107,60 @@ class Dispatcher:
     async def _loop(self) -> None:
         concurrency, size = self.dest.concurrency, self.sender.batch_size
         while not self._stopping:
-            if self.paused:
-                if self._ready:
-                    await self.store.release(list(self._ready))
-                    self._ready.clear()
-                await self._sleep(IDLE_POLL_S)
+            gate = self.circuit.gate(time.monotonic())
+            if self.paused or gate is Gate.WAIT:
+                await self._hold()
                 continue
             free = concurrency - len(self._inflight)
             if free <= 0:
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
+            if gate is Gate.PROBE:
+                await self._probe()
+                continue
             if len(self._ready) < free * size and not await self._top_up():
                 continue
             while free > 0 and self._ready:
-                batch = [self._ready.popleft() for _ in range(min(size, len(self._ready)))]
-                task = asyncio.create_task(self._deliver(batch))
-                self._inflight.add(task)
-                task.add_done_callback(self._done)
+                self._launch([self._ready.popleft() for _ in range(min(size, len(self._ready)))])
                 free -= 1
 
-    async def _top_up(self) -> bool:
+    def _launch(self, batch: list[Claimed], probe: bool = False) -> None:
+        task = asyncio.create_task(self._deliver(batch, probe))
+        self._inflight.add(task)
+        task.add_done_callback(self._done)
+
+    async def _hold(self) -> None:
+        """Paused or circuit open: hand back unsent claims untouched (no attempt is spent), wait."""
+        if self._ready:
+            await self.store.release(list(self._ready))
+            self._ready.clear()
+        wait = IDLE_POLL_S
+        if not self.paused and self.circuit.state is CircuitState.OPEN:
+            wait = min(wait, self.circuit.wait_s(time.monotonic()))
+        await self._sleep(wait)
+
+    async def _probe(self) -> None:
+        """The circuit's cooldown is over: send one request; its outcome closes or reopens it."""
+        size = self.sender.batch_size
+        if not self._ready and not await self._top_up(size):
+            return  # nothing due: the next due delivery is the probe
+        batch = [self._ready.popleft() for _ in range(min(size, len(self._ready)))]
+        if self._ready:
+            await self.store.release(list(self._ready))
+            self._ready.clear()
+        self.circuit.probe_sent()
+        log.info("circuit probe destination=%s", self.name)
+        self._launch(batch, probe=True)
+
+    async def _top_up(self, limit: int | None = None) -> bool:
         """Claim enough for two rounds of every slot, so most sends need no claim of their own.
 
         Returns False when there is nothing to send (after waiting for work to arrive).
         """
-        want = 2 * self.dest.concurrency * self.sender.batch_size - len(self._ready)
+        if limit is None:
+            limit = 2 * self.dest.concurrency * self.sender.batch_size
+        want = limit - len(self._ready)
         try:
             self._ready.extend(await self.store.claim(self.name, want, self.dest.lease_s))
         except Exception:
@@ -148,7 +194,7 @@ class Dispatcher:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
 
-    async def _deliver(self, claims: list[Claimed]) -> None:
+    async def _deliver(self, claims: list[Claimed], probe: bool = False) -> Result:
         started = time.monotonic()
         try:
             result = await self.sender.send(claims)
@@ -156,13 +202,40 @@ class Dispatcher:
             log.exception("sender %s raised", self.name)
             result = Result.retry(f"internal error: {type(exc).__name__}")
         ms = (time.monotonic() - started) * 1000
+        self._feed_circuit(result, probe)
         await self._record(claims, result, ms)
+        return result
+
+    def _feed_circuit(self, result: Result, probe: bool) -> None:
+        """Only RETRY counts as a failure: a rejection proves the receiver is up."""
+        self.last_failed = result.outcome is not Outcome.DELIVERED
+        c = self.circuit
+        change = c.record(result.outcome is not Outcome.RETRY, time.monotonic(), probe)
+        if change == "opened":
+            log.warning(
+                "circuit opened destination=%s failures=%d cooldown=%gs error=%s",
+                self.name,
+                c.failures,
+                c.cooldown_s,
+                result.error,
+            )
+        elif change == "reopened":
+            log.warning(
+                "circuit reopened destination=%s cooldown=%gs error=%s",
+                self.name,
+                c.cooldown_s,
+                result.error,
+            )
+        elif change == "closed":
+            log.info("circuit closed destination=%s", self.name)
 
     async def _record(self, claims: list[Claimed], result: Result, ms: float) -> None:
         now = time.time()
         if result.outcome is Outcome.DELIVERED:
             await self.store.ack(claims)
             decided = [(c, "delivered", None) for c in claims]
+            if self.on_delivered is not None:
+                self.on_delivered(self.name, claims, now)
         else:
             decided = [(c, *self._after_failure(c, result, now)) for c in claims]
             # Both in one group commit.

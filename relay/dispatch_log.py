@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -24,6 +25,8 @@ class DispatchLog:
         self.path = path
         self.node = node
         self._file: IO[bytes] | None = None
+        # Called with each batch of lines written (the deliveries metric counts them).
+        self.on_write: Callable[[list[dict[str, Any]]], None] | None = None
         self._flush_handle: asyncio.TimerHandle | None = None
         self.reopen()
 
@@ -38,6 +41,8 @@ class DispatchLog:
 
     def write(self, lines: list[dict[str, Any]]) -> None:
         """Buffer the lines; they reach the file within FLUSH_S (one write for many lines)."""
+        if lines and self.on_write is not None:
+            self.on_write(lines)
         if not lines or self._file is None:
             return
         if self.node is not None:

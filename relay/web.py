@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from .metrics import count_requests
 from .runtime import Runtime
 
 log = logging.getLogger("relay.web")
@@ -88,11 +89,19 @@ async def readyz(request: web.Request) -> web.Response:
     return json_response({"status": "ready"})
 
 
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus exposition (SPEC §3); OpenMetrics when the scraper asks for it."""
+    runtime = request.app[RUNTIME]
+    body, content_type = await runtime.metrics.scrape(runtime, request.headers.get("Accept"))
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
 def create_app(runtime: Runtime) -> web.Application:
     from . import ingest, links, pull, tracking  # the handlers import this module for RUNTIME
 
     app = web.Application(
-        middlewares=[errors_as_json],
+        # Counting outermost: it sees the status errors_as_json turned an exception into.
+        middlewares=[count_requests(runtime.metrics), errors_as_json],
         client_max_size=runtime.config.ingest.max_body_bytes,
     )
     app[RUNTIME] = runtime
@@ -104,4 +113,5 @@ def create_app(runtime: Runtime) -> web.Application:
     app.router.add_post("/v1/pull/{destination}/ack", pull.ack)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
     return app

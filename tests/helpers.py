@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import subprocess
@@ -65,6 +66,8 @@ class Receiver:
     script: list[object] = field(default_factory=list)
     hits: list[Hit] = field(default_factory=list)
     url: str = ""
+    port: int = 0  # 0: any free port; a fixed one lets a test bring a "down" receiver back
+    delay_s: float = 0.0  # answer every request this much later (a slow receiver)
     _runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -72,7 +75,7 @@ class Receiver:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()
         self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/hook"
 
@@ -93,6 +96,8 @@ class Receiver:
                 time.time(),
             )
         )
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         if behaviour == "hang":
             await asyncio.sleep(3600)
         if behaviour == "drop":
@@ -186,13 +191,15 @@ class DaemonProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self, timeout: float = 15.0) -> None:
+    async def start(self, timeout: float = 15.0, env: dict[str, str] | None = None) -> None:
+        """Start and wait for /healthz; `env` is added to this process's environment."""
         with open(self.config_path.parent / "daemon.stderr", "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "relay", "serve", "-c", str(self.config_path)],
                 cwd=self.config_path.parent,
                 stdout=log,
                 stderr=log,
+                env={**os.environ, **env} if env else None,
             )
         async with aiohttp.ClientSession() as http:
 

@@ -152,6 +152,9 @@ class Store(Protocol):
     async def replay(self, where: ReplayFilter, dry_run: bool = False) -> list[str]:
         """Make matching dead deliveries pending again with attempts reset; return event ids."""
 
+    async def check_writable(self) -> None:
+        """Readiness: prove a write commits (and change nothing); raise StorageUnavailable."""
+
     async def next_due(self, destination: str) -> float | None:
         """When the earliest pending delivery of `destination` is due (None: nothing pending)."""
 
@@ -164,6 +167,13 @@ class Store(Protocol):
     async def pause(self, destination: str, until: float | None) -> None: ...
 
     async def resume(self, destination: str) -> None: ...
+
+    async def request_flush(self, destination: str) -> None:
+        """Ask the running daemon to send `destination`'s digest or upload now (`relay flush`)."""
+
+    async def take_flushes(self) -> list[str]:
+        """The destinations a flush was asked for since the last call; each request is taken
+        once (the daemon's upkeep polls this every second)."""
 
     async def paused(self) -> dict[str, float | None]:
         """Paused destinations and when each resumes by itself (None: until resumed)."""

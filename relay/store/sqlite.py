@@ -79,6 +79,13 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX firsts_seen ON firsts (seen_at);
     """,
+    """
+    -- `relay flush DEST`: the CLI asks, the daemon's upkeep takes the request within a second.
+    CREATE TABLE flushes (
+        destination  TEXT PRIMARY KEY,
+        requested_at REAL NOT NULL
+    );
+    """,
 )
 
 _CLAIM = """
@@ -125,6 +132,8 @@ class SqliteStore:
         self._lease = time.time_ns()  # fencing tokens: unique across restarts
         self.commits = 0
         self.last_commit_size = 0
+        # Called after each group commit with (writes, events inserted, seconds): metrics.
+        self.on_commit: Callable[[int, int, float], None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -237,6 +246,7 @@ class SqliteStore:
             # process): losing one to a power cut only means a delivery is sent again.
             await db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
             self._durable = durable
+        started = time.monotonic()
         try:
             await db.execute("BEGIN IMMEDIATE")
             results = [await self._insert([e for events, _ in group.appends for e in events])]
@@ -258,6 +268,9 @@ class SqliteStore:
             return
         self.commits += 1
         self.last_commit_size = sum(len(events) for events, _ in group.appends)
+        if self.on_commit is not None:
+            writes = len(group.appends) + len(group.jobs)
+            self.on_commit(writes, self.last_commit_size, time.monotonic() - started)
         stored: list[bool] = results[0]
         start = 0
         for events, future in group.appends:
@@ -482,6 +495,27 @@ class SqliteStore:
 
         await self._submit(job)
 
+    async def request_flush(self, destination: str) -> None:
+        async def job(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                "INSERT INTO flushes (destination, requested_at) VALUES (?, ?)"
+                " ON CONFLICT (destination) DO UPDATE SET requested_at = excluded.requested_at",
+                (destination, time.time()),
+            )
+
+        await self._submit(job)
+
+    async def take_flushes(self) -> list[str]:
+        # Polled every second: a read first, so an idle daemon makes no write for it.
+        if not await self._fetch("SELECT 1 FROM flushes LIMIT 1"):
+            return []
+
+        async def job(db: aiosqlite.Connection) -> list[str]:
+            rows = await db.execute_fetchall("DELETE FROM flushes RETURNING destination")
+            return [r[0] for r in rows]
+
+        return await self._submit(job)
+
     async def purge(self, older_than: float) -> int:
         """Delete in chunks, one short transaction each, so ingestion never waits long."""
 
@@ -516,6 +550,19 @@ class SqliteStore:
             return list(await self._read.execute_fetchall(sql, params))
         except sqlite3.OperationalError as exc:
             raise StorageUnavailable(str(exc)) from exc
+
+    async def check_writable(self) -> None:
+        """Readiness: a real write through the writer (insert and delete a row in one
+        transaction: pages reach the WAL, nothing changes). Raises StorageUnavailable.
+
+        `#readyz` cannot be a destination's name, and no reader sees the row.
+        """
+
+        async def job(db: aiosqlite.Connection) -> None:
+            await db.execute("INSERT INTO paused (destination, until) VALUES ('#readyz', 0)")
+            await db.execute("DELETE FROM paused WHERE destination = '#readyz'")
+
+        await self._submit(job)
 
     async def next_due(self, destination: str) -> float | None:
         rows = await self._fetch(
