@@ -6,8 +6,10 @@ replies) into one small result, and never lets a library exception reach the dis
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Protocol
 
 from ..store import Claimed
@@ -33,6 +35,18 @@ class Result:
     @classmethod
     def retry(cls, error: str, status: int | None = None, after_s: float | None = None) -> Result:
         return cls(Outcome.RETRY, status, error, after_s)
+
+
+def tls_context(ca_file: Path | None) -> tuple[ssl.SSLContext | None, str | None]:
+    """A verifying TLS context, or the reason it could not be made.
+
+    A bad `ca_file` fails each send with that reason instead of stopping the daemon's start.
+    """
+    cafile = str(ca_file) if ca_file else None
+    try:
+        return ssl.create_default_context(cafile=cafile), None
+    except (ssl.SSLError, OSError) as exc:
+        return None, f"ca_file {cafile}: {exc}"[:200]
 
 
 class Sender(Protocol):

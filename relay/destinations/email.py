@@ -21,7 +21,7 @@ import orjson
 
 from ..config_email_ftp import EmailDestination
 from ..store import Claimed
-from .base import Result
+from .base import Result, tls_context
 from .http import message_id
 
 SUMMARY_ROWS = 200  # more than this and the table says "and N more" (all are attached)
@@ -95,11 +95,7 @@ class EmailSender:
 
     async def start(self) -> None:
         if self.dest.tls or self.dest.starttls:
-            cafile = str(self.dest.ca_file) if self.dest.ca_file else None
-            try:
-                self._tls = ssl.create_default_context(cafile=cafile)
-            except (ssl.SSLError, OSError) as exc:  # fail each send, not the daemon's start
-                self._broken = f"ca_file {cafile}: {exc}"[:200]
+            self._tls, self._broken = tls_context(self.dest.ca_file)
 
     async def close(self) -> None:
         pass

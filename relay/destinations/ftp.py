@@ -17,7 +17,7 @@ import aioftp
 
 from ..config_email_ftp import FtpDestination
 from ..store import Claimed
-from .base import Result
+from .base import Result, tls_context
 from .logfile import file_time, free_name, render, temp_name
 
 BLOCK = 64 * 1024
@@ -33,11 +33,7 @@ class FtpSender:
 
     async def start(self) -> None:
         if self.dest.tls:
-            cafile = str(self.dest.ca_file) if self.dest.ca_file else None
-            try:
-                self._tls = ssl.create_default_context(cafile=cafile)
-            except (ssl.SSLError, OSError) as exc:  # fail each send, not the daemon's start
-                self._broken = f"ca_file {cafile}: {exc}"[:200]
+            self._tls, self._broken = tls_context(self.dest.ca_file)
 
     async def close(self) -> None:
         pass
