@@ -125,9 +125,38 @@ async def bench_deliver(events: int, batch_size: int, concurrency: int) -> dict:
             _relay("resume", "crm", "-c", str(daemon.config))
             await asyncio.wait_for(done.wait(), 600)
             elapsed = time.monotonic() - started
+    # The same receiver fed by a bare aiohttp client loop in its own process: the ceiling.
+    received, done = 0, asyncio.Event()
+    body = orjson.dumps([EVENT] * batch_size if batch_size > 1 else EVENT)
+    started = time.monotonic()
+    client = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", BARE_CLIENT, hook_url, str(events // batch_size), str(concurrency),
+        body.decode())
+    await asyncio.wait_for(done.wait(), 600)
+    bare_elapsed = time.monotonic() - started
+    await client.wait()
     await runner.cleanup()
     return {"bench": "deliver", "batch_size": batch_size, "concurrency": concurrency,
-            "deliveries_per_s": round(events / elapsed), "events": events}
+            "deliveries_per_s": round(events / elapsed), "events": events,
+            "bare_client_per_s": round(events / bare_elapsed),
+            "ratio": round(bare_elapsed / elapsed, 2)}
+
+
+BARE_CLIENT = """
+import asyncio, sys, aiohttp, uvloop
+url, n, c, body = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4].encode()
+async def main():
+    left = n
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=c)) as http:
+        async def worker():
+            nonlocal left
+            while left > 0:
+                left -= 1
+                async with http.post(url, data=body, headers={"Content-Type": "application/json"}) as r:
+                    await r.read()
+        await asyncio.gather(*(worker() for _ in range(c)))
+uvloop.run(main())
+"""
 
 
 def _wrk(url: str, seconds: float, connections: int = 64) -> float:

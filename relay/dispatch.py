@@ -45,7 +45,8 @@ class Dispatcher:
         self.paused = False
         self._wake = asyncio.Event()
         self._slot_free = asyncio.Event()
-        self._inflight: set[asyncio.Task] = set()
+        self._inflight: set[asyncio.Task] = set()  # holding a concurrency slot (sending)
+        self._tasks: set[asyncio.Task] = set()  # sending or recording the outcome
         self._ready: deque[Claimed] = deque()  # claimed, waiting for a free slot
         self._stopping = False
         self._task: asyncio.Task | None = None
@@ -86,13 +87,13 @@ class Dispatcher:
         self._slot_free.set()
         if self._task is not None:
             await asyncio.wait([self._task], timeout=grace_s)
-        if self._inflight:
-            await asyncio.wait(self._inflight, timeout=grace_s)
-        for task in [self._task, *self._inflight]:
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=grace_s)
+        for task in [self._task, *self._tasks]:
             if task is not None and not task.done():
                 task.cancel()
         await asyncio.gather(
-            *(t for t in [self._task, *self._inflight] if t), return_exceptions=True
+            *(t for t in [self._task, *self._tasks] if t), return_exceptions=True
         )
         await self.sender.close()
 
@@ -128,6 +129,7 @@ class Dispatcher:
     def _launch(self, batch: list[Claimed], probe: bool = False) -> None:
         task = asyncio.create_task(self._deliver(batch, probe))
         self._inflight.add(task)
+        self._tasks.add(task)
         task.add_done_callback(self._done)
 
     async def _hold(self) -> None:
@@ -172,9 +174,14 @@ class Dispatcher:
             return False
         return True
 
+    def _free_slot(self, task: asyncio.Task | None) -> None:
+        if task in self._inflight:
+            self._inflight.discard(task)
+            self._slot_free.set()
+
     def _done(self, task: asyncio.Task) -> None:
-        self._inflight.discard(task)
-        self._slot_free.set()
+        self._tasks.discard(task)
+        self._free_slot(task)
         # A failed send may have scheduled a retry sooner than the idle loop's wake-up.
         self._wake.set()
 
@@ -202,6 +209,9 @@ class Dispatcher:
             log.exception("sender %s raised", self.name)
             result = Result.retry(f"internal error: {type(exc).__name__}")
         ms = (time.monotonic() - started) * 1000
+        # The receiver has answered: the slot is free for the next send while this outcome
+        # waits for its group commit (holding the slot through the commit halved throughput).
+        self._free_slot(asyncio.current_task())
         self._feed_circuit(result, probe)
         await self._record(claims, result, ms)
         return result
