@@ -1,4 +1,4 @@
-"""relay benchmarks: `python -m bench.run ingest|deliver [options]`.
+"""relay benchmarks: `python -m bench.run all|ingest|deliver|tracking|latency|backlog [options]`.
 
 Each starts the real daemon (`relay serve`) as a subprocess on loopback with a fresh
 database, drives it from this process, and prints one result line. The load generator
@@ -223,9 +223,28 @@ def main() -> None:
     d.add_argument("--concurrency", type=int, default=16)
     t = sub.add_parser("tracking")
     t.add_argument("--seconds", type=float, default=10)
+    lat = sub.add_parser("latency", help="end-to-end 202 → receiver at a fixed rate")
+    lat.add_argument("--rate", type=int, default=1000)
+    lat.add_argument("--seconds", type=float, default=10)
+    b = sub.add_parser("backlog", help="RSS, start-up, stats, drain with N pending deliveries")
+    b.add_argument("--events", type=int, default=1_000_000)
+    a = sub.add_parser("all", help="everything, one table, each figure a median")
+    a.add_argument("--runs", type=int, default=3)
+    a.add_argument("--seconds", type=float, default=5)
+    a.add_argument("--backlog", type=int, default=1_000_000, help="0 skips the backlog bench")
+    a.add_argument("--deliver-events", type=int, default=20000)
     args = p.parse_args()
     os.environ.setdefault("PYTHONHASHSEED", "0")
-    if args.what == "tracking":
+    from . import suite
+
+    if args.what == "all":
+        suite.main_all(args.runs, args.seconds, args.backlog, args.deliver_events)
+        return
+    if args.what == "latency":
+        result = asyncio.run(suite.bench_latency(args.rate, args.seconds))
+    elif args.what == "backlog":
+        result = asyncio.run(suite.bench_backlog(args.events))
+    elif args.what == "tracking":
         result = asyncio.run(bench_tracking(args.seconds))
     elif args.what == "ingest":
         result = asyncio.run(bench_ingest(args.batch, args.clients, args.seconds))

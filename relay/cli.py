@@ -16,7 +16,7 @@ import orjson
 from . import __version__, tail
 from .config import Config, ConfigError, HttpDestination, find_config, load
 from .confread import parse_duration
-from .store import DestinationStats, ReplayFilter, SqliteStore, StorageUnavailable
+from .store import DestinationStats, ReplayFilter, SqliteStore, StorageUnavailable, make_store
 
 
 class Failed(Exception):
@@ -124,14 +124,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _with_store(config: Config, work: Callable[[SqliteStore], Awaitable[int]]) -> int:
-    """Run `work` against the database file (the daemon may be running: that's fine)."""
-    if not config.storage.path.exists():
+    """Run `work` against the database (the daemon may be running: that's fine)."""
+    if config.storage.backend == "sqlite" and not config.storage.path.exists():
         raise Failed(
             f"no database at {config.storage.path} (has relay serve run with this config?)"
         )
 
     async def go() -> int:
-        store = SqliteStore(config.storage.path)
+        store = make_store(config.storage)
         await store.open()
         try:
             return await work(store)
@@ -155,7 +155,8 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
     print(f"config: {config.source}")
-    print(f"listen: {config.server.host}:{config.server.port}  database: {config.storage.path}")
+    db = config.storage.path if config.storage.backend == "sqlite" else "postgres (storage.dsn)"
+    print(f"listen: {config.server.host}:{config.server.port}  database: {db}")
     print("destinations:")
     for name, d in config.destinations.items():
         if isinstance(d, HttpDestination):
@@ -296,7 +297,7 @@ def cmd_db(args: argparse.Namespace, config: Config) -> int:
         print(f"schema version {await store.schema_version()}")
         return 0
 
-    if not config.storage.path.exists():
+    if config.storage.backend == "sqlite" and not config.storage.path.exists():
         config.storage.path.touch()
     return _with_store(config, work)  # opening the store migrates it
 

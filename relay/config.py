@@ -225,14 +225,15 @@ def _server(t: Table) -> ServerConfig:
 
 def _storage(t: Table, base_dir: Path) -> StorageConfig:
     backend = t.choice("backend", ("sqlite", "postgres"), "sqlite")
-    if backend == "postgres":
-        raise t.error("the postgres backend is not available in this version", "backend")
+    dsn = t.secret("dsn")
+    if backend == "postgres" and not dsn:
+        raise t.error("the postgres backend needs a dsn (postgresql://user:pass@host/db)", "dsn")
     path = base_dir / t.str("path", "relay.db")
     cfg = StorageConfig(
         path=path,
         retention_s=t.duration("retention", "7d"),
         backend=backend,
-        dsn=t.secret("dsn"),
+        dsn=dsn,
         pool_size=t.int("pool_size", 8, low=1),
     )
     t.done()

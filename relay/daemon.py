@@ -21,7 +21,7 @@ from .config import Config, ConfigError, PullDestination, load
 from .dispatch_log import DispatchLog
 from .notify import Heartbeat, Notifier, status_line
 from .runtime import Runtime
-from .store import SqliteStore, StorageUnavailable
+from .store import StorageUnavailable, make_store
 from .web import create_app
 
 log = logging.getLogger("relay")
@@ -50,7 +50,7 @@ class Daemon:
 
     async def start(self) -> None:
         config = self.config
-        store = SqliteStore(config.storage.path)
+        store = make_store(config.storage)
         try:
             await store.open()
         except (StorageUnavailable, OSError) as exc:
@@ -59,7 +59,10 @@ class Daemon:
         released = await store.release_leases(keep=pulls)
         if released:
             log.info("released leases=%d reason=restart", released)
-        self.runtime = runtime = Runtime(config, store, DispatchLog(config.dispatch_log))
+        node = getattr(store, "node", None)  # several nodes share a PostgreSQL queue
+        self.runtime = runtime = Runtime(config, store, DispatchLog(config.dispatch_log, node))
+        if hasattr(store, "on_wake"):  # other nodes' ingest wakes our dispatchers
+            store.on_wake = runtime.wake
         self._runner = web.AppRunner(
             create_app(runtime), access_log=None, handle_signals=False, shutdown_timeout=5.0
         )
@@ -83,7 +86,7 @@ class Daemon:
             "started listen=%s:%d db=%s destinations=%d",
             config.server.host,
             self.port,
-            config.storage.path,
+            config.storage.path if config.storage.backend == "sqlite" else "postgres",
             len(config.destinations),
         )
         self.notify.ready("started")  # store, web and dispatchers are all up

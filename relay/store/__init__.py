@@ -1,5 +1,9 @@
 """Storage backends behind one queue interface (`base.Store`)."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from .base import (
     Claimed,
     DeadDelivery,
@@ -13,6 +17,9 @@ from .base import (
 )
 from .sqlite import SqliteStore
 
+if TYPE_CHECKING:
+    from ..config import StorageConfig
+
 __all__ = [
     "Claimed",
     "DeadDelivery",
@@ -24,4 +31,15 @@ __all__ = [
     "Stats",
     "StorageUnavailable",
     "Store",
+    "make_store",
 ]
+
+
+def make_store(storage: StorageConfig) -> Store:
+    """The configured backend's store, not yet opened (`[storage] backend`)."""
+    if storage.backend == "postgres":
+        from .postgres import PostgresStore  # asyncpg is only loaded when used
+
+        assert storage.dsn is not None  # config.py requires it for this backend
+        return PostgresStore(storage.dsn, pool_size=storage.pool_size)
+    return SqliteStore(storage.path)

@@ -254,8 +254,9 @@ class SqliteStore:
             await db.execute("COMMIT")
         except Exception as exc:
             await self._rollback()
-            if len(group.appends) + len(group.jobs) > 1:
-                # Don't let one bad job fail its neighbours: run each alone.
+            if len(group.appends) + len(group.jobs) > 1 and not _is_busy(exc):
+                # Don't let one bad job fail its neighbours: run each alone. (Not when another
+                # process holds the lock: each alone would wait out busy_timeout again.)
                 for a in group.appends:
                     await self._commit_group(_Pending(appends=[a]))
                 for j in group.jobs:
@@ -644,6 +645,12 @@ def _statements(script: str) -> list[str]:
     """Split a migration into statements (ours hold no `;` inside strings)."""
     lines = [line.split("--", 1)[0] for line in script.splitlines()]
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def _is_busy(exc: Exception) -> bool:
+    """SQLITE_BUSY / SQLITE_LOCKED (any extended code): the lock is held elsewhere."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def _unavailable(exc: Exception) -> Exception:

@@ -25,7 +25,9 @@ from relay.store import (
     StorageUnavailable,
     Store,
 )
+from relay.store.postgres import PostgresStore
 
+from .. import pg
 from ..helpers import wait_for
 
 
@@ -42,7 +44,20 @@ class SqliteBackend:
         db.close()
 
 
-BACKENDS = {"sqlite": SqliteBackend}
+class PostgresBackend:
+    """A fresh schema of the test PostgreSQL per test (`tests/pg.py`)."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.dsn = pg.fresh_schema_dsn()
+
+    def new(self) -> Store:
+        return PostgresStore(self.dsn, pool_size=4)
+
+    def make_schema_newer(self) -> None:
+        pg.execute("UPDATE relay_schema SET version = 9999", self.dsn)
+
+
+BACKENDS = {"sqlite": SqliteBackend, "postgres": PostgresBackend}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
