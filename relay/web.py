@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -96,6 +97,13 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
+OPENAPI = Path(__file__).with_name("openapi.json")  # generated from docs/openapi.yaml
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.Response(body=OPENAPI.read_bytes(), content_type="application/json")
+
+
 def create_app(runtime: Runtime) -> web.Application:
     from . import ingest, links, pull, tracking  # the handlers import this module for RUNTIME
 
@@ -112,6 +120,7 @@ def create_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/v1/pull/{destination}", pull.lease)
     app.router.add_post("/v1/pull/{destination}/ack", pull.ack)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/v1/openapi.json", openapi)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     return app

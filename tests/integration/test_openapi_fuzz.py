@@ -1,4 +1,4 @@
-"""Schemathesis against the live daemon, from `openapi.yaml`: no 5xx, every status, content
+"""Schemathesis against the live daemon, from `docs/openapi.yaml`: no 5xx, every status, content
 type, header and body as documented (so every error is JSON `{"error": ...}`).
 
 Bounded for CI: a few dozen examples per operation, positive and negative.
@@ -25,7 +25,7 @@ from ..helpers import DaemonProcess, base_toml, free_port
 
 schemathesis.serializer.alias("application/x-ndjson", "text/plain")  # NDJSON is text
 
-SPEC = Path(__file__).resolve().parents[2] / "openapi.yaml"
+SPEC = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
 schema = schemathesis.openapi.from_path(SPEC)
 CHECKS = [
     not_a_server_error,
