@@ -9,55 +9,40 @@ next upload removes.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ssl
 
 import aioftp
 
 from ..config_email_ftp import FtpDestination
-from ..store import Claimed
 from .base import Result, tls_context
-from .logfile import file_time, free_name, render, temp_name
+from .logfile import LogFileSender, free_name, temp_name
 
 BLOCK = 64 * 1024
 
 
-class FtpSender:
+class FtpSender(LogFileSender):
+    delivered_status = 250
+
     def __init__(self, dest: FtpDestination) -> None:
-        self.dest = dest
-        self.batch_size = dest.max_events_per_file
-        self._stale: set[str] = set()  # temporary files an interrupted upload left behind
+        super().__init__(dest)
         self._tls: ssl.SSLContext | None = None
-        self._broken: str | None = None
 
     async def start(self) -> None:
         if self.dest.tls:
             self._tls, self._broken = tls_context(self.dest.ca_file)
 
-    async def close(self) -> None:
-        pass
-
-    async def send(self, claims: list[Claimed]) -> Result:
-        if self._broken is not None:
-            return Result.retry(self._broken)
-        data = render(self.dest.format, claims)
-        when = file_time(claims, self.dest.period_s)
-        try:
-            async with asyncio.timeout(self.dest.timeout_s):
-                await self._upload(data, when)
-        except aioftp.StatusCodeError as exc:
+    def _failed(self, exc: Exception) -> Result | None:
+        if isinstance(exc, aioftp.StatusCodeError):
             code = exc.received_codes[-1] if exc.received_codes else None
             text = " ".join(exc.info).strip() if isinstance(exc.info, list) else str(exc.info)
             status = int(code) if code is not None and str(code).isdigit() else None
             return Result.retry(f"FTP {code}: {text}"[:200], status)
-        except TimeoutError:
-            return Result.retry(f"timeout after {self.dest.timeout_s:g}s")
-        except ConnectionRefusedError:
+        if isinstance(exc, ConnectionRefusedError):
             return Result.retry("cannot connect: connection refused")
-        except (OSError, aioftp.AIOFTPException, EOFError) as exc:
+        if isinstance(exc, OSError | aioftp.AIOFTPException | EOFError):
             return Result.retry(f"{type(exc).__name__}: {exc}"[:200] or "connection lost")
-        return Result.delivered(250)
+        return None
 
     async def _upload(self, data: bytes, when: float) -> str:
         dest = self.dest

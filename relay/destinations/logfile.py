@@ -7,6 +7,7 @@ here once: `render` turns claimed events into `jsonl`, `csv` or `form` lines, an
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import secrets
@@ -17,6 +18,7 @@ from urllib.parse import urlencode
 import orjson
 
 from ..store import Claimed
+from .base import Result
 from .http import flatten
 
 MAX_NAME_TRIES = 10_000
@@ -86,3 +88,45 @@ def _suffixed(name: str, n: int) -> str:
         return name
     stem, dot, ext = name.rpartition(".")
     return f"{stem}-{n}.{ext}" if dot and stem else f"{name}-{n}"
+
+
+class LogFileSender:
+    """ftp and sftp: the claimed events as one file, uploaded whole or not at all.
+
+    Subclasses do the `_upload` and map their protocol's exceptions in `_failed`.
+    """
+
+    delivered_status: int | None = None
+
+    def __init__(self, dest) -> None:  # an ftp or sftp destination
+        self.dest = dest
+        self.batch_size = dest.max_events_per_file
+        self._stale: set[str] = set()  # temporary files an interrupted upload left behind
+        self._broken: str | None = None  # a setup problem every send reports
+
+    async def close(self) -> None:
+        pass
+
+    async def send(self, claims: list[Claimed]) -> Result:
+        if self._broken is not None:
+            return Result.retry(self._broken)
+        data = render(self.dest.format, claims)
+        when = file_time(claims, self.dest.period_s)
+        try:
+            async with asyncio.timeout(self.dest.timeout_s):
+                await self._upload(data, when)
+        except TimeoutError:
+            return Result.retry(f"timeout after {self.dest.timeout_s:g}s")
+        except Exception as exc:
+            result = self._failed(exc)
+            if result is None:
+                raise
+            return result
+        return Result.delivered(self.delivered_status)
+
+    async def _upload(self, data: bytes, when: float) -> str:
+        raise NotImplementedError
+
+    def _failed(self, exc: Exception) -> Result | None:
+        """The result for a failed upload, or None for an exception that is a bug."""
+        raise NotImplementedError

@@ -7,15 +7,13 @@ what SSH adds: the server's host key must match `known_hosts` or the pinned `hos
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 
 import asyncssh
 
 from ..config_email_ftp import SftpDestination
-from ..store import Claimed
 from .base import Result
-from .logfile import file_time, free_name, render, temp_name
+from .logfile import LogFileSender, free_name, temp_name
 
 
 def known_hosts(dest: SftpDestination) -> object:
@@ -30,13 +28,10 @@ def known_hosts(dest: SftpDestination) -> object:
     return ()
 
 
-class SftpSender:
+class SftpSender(LogFileSender):
     def __init__(self, dest: SftpDestination) -> None:
-        self.dest = dest
-        self.batch_size = dest.max_events_per_file
-        self._stale: set[str] = set()
+        super().__init__(dest)
         self._options: dict = {}
-        self._broken: str | None = None  # a key that cannot be read: every send says so
 
     async def start(self) -> None:
         """Read the keys once. A bad key fails each send (visible in the dispatch log and
@@ -62,28 +57,16 @@ class SftpSender:
             "login_timeout": dest.timeout_s,
         }
 
-    async def close(self) -> None:
-        pass
-
-    async def send(self, claims: list[Claimed]) -> Result:
-        if self._broken is not None:
-            return Result.retry(self._broken)
-        data = render(self.dest.format, claims)
-        when = file_time(claims, self.dest.period_s)
-        try:
-            async with asyncio.timeout(self.dest.timeout_s):
-                await self._upload(data, when)
-        except asyncssh.SFTPError as exc:
+    def _failed(self, exc: Exception) -> Result | None:
+        if isinstance(exc, asyncssh.SFTPError):
             return Result.retry(f"SFTP error {exc.code}: {exc.reason}"[:200])
-        except asyncssh.HostKeyNotVerifiable as exc:
+        if isinstance(exc, asyncssh.HostKeyNotVerifiable):
             return Result.retry(f"host key not verifiable: {exc.reason}"[:200])
-        except asyncssh.Error as exc:
+        if isinstance(exc, asyncssh.Error):
             return Result.retry(f"SSH {type(exc).__name__}: {exc.reason}"[:200])
-        except TimeoutError:
-            return Result.retry(f"timeout after {self.dest.timeout_s:g}s")
-        except (OSError, EOFError) as exc:
+        if isinstance(exc, OSError | EOFError):
             return Result.retry(f"{type(exc).__name__}: {exc}"[:200])
-        return Result.delivered()
+        return None
 
     async def _upload(self, data: bytes, when: float) -> str:
         dest = self.dest
