@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .config_email_ftp import (
+    LEASE_SLACK_S,
     EmailDestination,
     FtpDestination,
     SftpDestination,
@@ -71,7 +72,7 @@ class HttpDestination:
     @property
     def lease_s(self) -> float:
         """How long a claim holds: the timeout plus slack for the result to be recorded."""
-        return self.timeout_s + 30.0
+        return self.timeout_s + LEASE_SLACK_S
 
 
 @dataclass(frozen=True, slots=True)
