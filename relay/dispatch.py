@@ -16,12 +16,13 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 
+from .activity import Activity
 from .backoff import next_attempt_at
 from .circuit import Circuit, CircuitState, Gate
 from .config import CircuitPolicy, HttpDestination
 from .destinations.base import Outcome, Result, Sender
 from .dispatch_log import DispatchLog, attempt_line
-from .store import Claimed, Store
+from .store import RESPONSE_CHARS, Attempt, Claimed, Store
 
 log = logging.getLogger("relay.dispatch")
 
@@ -54,6 +55,7 @@ class Dispatcher:
         # stop at the first failure) get none: failures = 0 turns breaking off.
         self.circuit = Circuit(getattr(dest, "circuit", None) or CircuitPolicy(failures=0))
         self.last_failed = False  # the most recent send failed
+        self.activity = Activity()  # the console's live picture
         # Called with (destination, claims, now) for delivered claims: the latency metric.
         self.on_delivered: Callable[[str, list[Claimed], float], None] | None = None
 
@@ -92,9 +94,7 @@ class Dispatcher:
         for task in [self._task, *self._tasks]:
             if task is not None and not task.done():
                 task.cancel()
-        await asyncio.gather(
-            *(t for t in [self._task, *self._tasks] if t), return_exceptions=True
-        )
+        await asyncio.gather(*(t for t in [self._task, *self._tasks] if t), return_exceptions=True)
         await self.sender.close()
 
     async def _run(self) -> None:
@@ -241,17 +241,23 @@ class Dispatcher:
 
     async def _record(self, claims: list[Claimed], result: Result, ms: float) -> None:
         now = time.time()
-        if result.outcome is Outcome.DELIVERED:
-            await self.store.ack(claims)
+        delivered = result.outcome is Outcome.DELIVERED
+        response = result.response[:RESPONSE_CHARS] if result.response else None
+        attempt = Attempt(self.name, now, result.status, ms, result.error, response)
+        self.activity.record(delivered, len(claims), result.status, result.error, response, now)
+        if delivered:
+            await self.store.ack(claims, attempt)
             decided = [(c, "delivered", None) for c in claims]
             if self.on_delivered is not None:
                 self.on_delivered(self.name, claims, now)
         else:
             decided = [(c, *self._after_failure(c, result, now)) for c in claims]
             # Both in one group commit.
+            retry = [(c, at) for c, o, at in decided if o == "retry"]
+            dead = [c for c, o, _ in decided if o == "dead"]
             await asyncio.gather(
-                self.store.retry([(c, at) for c, o, at in decided if o == "retry"], result.error),
-                self.store.dead([c for c, o, _ in decided if o == "dead"], result.error),
+                self.store.retry(retry, result.error, attempt),
+                self.store.dead(dead, result.error, attempt),
             )
         self.log.write([self._line(now, c, o, result, ms, at) for c, o, at in decided])
         for _, outcome, _ in decided:

@@ -27,14 +27,22 @@ class Result:
     status: int | None = None  # HTTP status or SMTP code
     error: str | None = None
     retry_after_s: float | None = None  # the receiver asked us to wait this long
+    # What the receiver said (body start, SMTP reply, file written): the attempt history.
+    response: str | None = None
 
     @classmethod
-    def delivered(cls, status: int | None = None) -> Result:
-        return cls(Outcome.DELIVERED, status)
+    def delivered(cls, status: int | None = None, response: str | None = None) -> Result:
+        return cls(Outcome.DELIVERED, status, response=response)
 
     @classmethod
-    def retry(cls, error: str, status: int | None = None, after_s: float | None = None) -> Result:
-        return cls(Outcome.RETRY, status, error, after_s)
+    def retry(
+        cls,
+        error: str,
+        status: int | None = None,
+        after_s: float | None = None,
+        response: str | None = None,
+    ) -> Result:
+        return cls(Outcome.RETRY, status, error, after_s, response)
 
 
 def tls_context(ca_file: Path | None) -> tuple[ssl.SSLContext | None, str | None]:

@@ -107,7 +107,7 @@ class EmailSender:
         msg = build_message(dest, claims)
         try:
             async with asyncio.timeout(dest.timeout_s):
-                await aiosmtplib.send(
+                _, reply = await aiosmtplib.send(
                     msg,
                     hostname=dest.host,
                     port=dest.port,
@@ -129,7 +129,7 @@ class EmailSender:
             return Result.retry("connection lost")
         except (aiosmtplib.SMTPException, OSError) as exc:
             return Result.retry(f"{type(exc).__name__}: {exc}"[:ERROR_CHARS])
-        return Result.delivered(250)
+        return Result.delivered(250, reply)
 
 
 def _said(code: int, message: str) -> str:

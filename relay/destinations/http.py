@@ -15,7 +15,7 @@ import orjson
 
 from .. import __version__
 from ..config import HttpDestination
-from ..store import Claimed
+from ..store import RESPONSE_CHARS, Claimed
 from .base import Result
 
 ERROR_BODY_CHARS = 200
@@ -124,14 +124,15 @@ class HttpSender:
             async with self._session.request(
                 self.dest.method, url, data=body, headers=headers
             ) as resp:
+                text = (await resp.content.read(RESPONSE_CHARS)).decode("utf-8", "replace")
                 if 200 <= resp.status < 300:
-                    return Result.delivered(resp.status)
-                text = (await resp.content.read(ERROR_BODY_CHARS)).decode("utf-8", "replace")
+                    return Result.delivered(resp.status, text)
                 after = None
                 if resp.status in (429, 503):
                     after = parse_retry_after(resp.headers.get("Retry-After"), time.time())
-                error = f"HTTP {resp.status}" + (f": {text.strip()}" if text.strip() else "")
-                return Result.retry(error, resp.status, after)
+                snippet = text[:ERROR_BODY_CHARS].strip()
+                error = f"HTTP {resp.status}" + (f": {snippet}" if snippet else "")
+                return Result.retry(error, resp.status, after, text)
         except TimeoutError:
             return Result.retry(f"timeout after {self.dest.timeout_s:g}s")
         except aiohttp.ClientConnectorError as exc:

@@ -114,7 +114,7 @@ class LogFileSender:
         when = file_time(claims, self.dest.period_s)
         try:
             async with asyncio.timeout(self.dest.timeout_s):
-                await self._upload(data, when)
+                name = await self._upload(data, when)
         except TimeoutError:
             return Result.retry(f"timeout after {self.dest.timeout_s:g}s")
         except Exception as exc:
@@ -122,7 +122,7 @@ class LogFileSender:
             if result is None:
                 raise
             return result
-        return Result.delivered(self.delivered_status)
+        return Result.delivered(self.delivered_status, f"{name} ({len(data)} bytes)")
 
     async def _upload(self, data: bytes, when: float) -> str:
         raise NotImplementedError

@@ -5,9 +5,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .base import (
+    ATTEMPTS_KEPT,
+    RESPONSE_CHARS,
+    Attempt,
+    AttemptFilter,
+    AttemptRecord,
+    AuditEntry,
     Claimed,
     DeadDelivery,
+    DeliveryDetail,
     DestinationStats,
+    EventDetail,
     NewEvent,
     ReplayFilter,
     State,
@@ -21,9 +29,17 @@ if TYPE_CHECKING:
     from ..config import StorageConfig
 
 __all__ = [
+    "ATTEMPTS_KEPT",
+    "RESPONSE_CHARS",
+    "Attempt",
+    "AttemptFilter",
+    "AttemptRecord",
+    "AuditEntry",
     "Claimed",
     "DeadDelivery",
+    "DeliveryDetail",
     "DestinationStats",
+    "EventDetail",
     "NewEvent",
     "ReplayFilter",
     "SqliteStore",

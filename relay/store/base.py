@@ -106,6 +106,105 @@ class DeadDelivery:
 
 
 @dataclass(frozen=True, slots=True)
+class Attempt:
+    """What one send of a batch of claims gave, kept per delivery for `relay show` and the
+    console. The store adds the outcome from the verb it is passed to (ack/retry/dead)."""
+
+    destination: str
+    ts: float
+    status: int | None = None  # HTTP status or SMTP code
+    ms: float = 0.0
+    error: str | None = None
+    response: str | None = None  # the first RESPONSE_CHARS of the answer
+
+
+RESPONSE_CHARS = 2048
+ATTEMPTS_KEPT = 20  # per delivery: the oldest beyond this are dropped as new ones come
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    delivery_id: int
+    event_id: str
+    event_type: str
+    destination: str
+    attempt: int  # 1 for the first try
+    ts: float
+    outcome: str  # delivered | retry | dead
+    status: int | None
+    ms: float
+    error: str | None
+    response: str | None
+
+    def as_dict(self) -> dict:
+        return {
+            "attempt": self.attempt,
+            "ts": self.ts,
+            "outcome": self.outcome,
+            "status": self.status,
+            "ms": round(self.ms, 1),
+            "error": self.error,
+            "response": self.response,
+            "event_id": self.event_id,
+            "event_type": self.event_type,
+            "destination": self.destination,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptFilter:
+    destination: str | None = None
+    outcome: str | None = None  # delivered | retry | dead | failed (retry or dead)
+    event_type: str | None = None
+    since: float | None = None
+    until: float | None = None
+    before: tuple[float, int, int] | None = (
+        None  # keyset: (ts, delivery_id, attempt) of the last row seen
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryDetail:
+    delivery_id: int
+    destination: str
+    state: State
+    due_at: float  # pending: next attempt; leased: lease expiry
+    attempts: int
+    last_error: str | None
+    updated_at: float
+    history: tuple[AttemptRecord, ...]  # oldest first
+
+
+@dataclass(frozen=True, slots=True)
+class EventDetail:
+    id: str
+    event_type: str
+    received_at: float
+    body: bytes
+    deliveries: tuple[DeliveryDetail, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    ts: float
+    actor: str  # the console token's name, "loopback" or "cli"
+    action: str  # pause | resume | replay
+    target: str  # a destination, or "*"
+    count: int | None
+    detail: str  # e.g. the replay filter or the pause duration, as shown to operators
+
+    def as_dict(self) -> dict:
+        return {
+            "ts": self.ts,
+            "actor": self.actor,
+            "action": self.action,
+            "target": self.target,
+            "count": self.count,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class ReplayFilter:
     destination: str | None = None
     ids: tuple[str, ...] = ()
@@ -130,13 +229,21 @@ class Store(Protocol):
     async def claim(self, destination: str, limit: int, lease_s: float) -> list[Claimed]:
         """Lease up to `limit` due deliveries of `destination`, oldest due first."""
 
-    async def ack(self, claims: list[Claimed]) -> None:
-        """Mark claimed deliveries delivered (those whose lease still matches)."""
+    async def ack(self, claims: list[Claimed], attempt: Attempt | None = None) -> None:
+        """Mark claimed deliveries delivered (those whose lease still matches).
 
-    async def retry(self, claims: list[tuple[Claimed, float]], error: str | None) -> None:
+        With `attempt`, record it in each delivery's history (outcome `delivered`), in the
+        same transaction; ATTEMPTS_KEPT per delivery are kept.
+        """
+
+    async def retry(
+        self, claims: list[tuple[Claimed, float]], error: str | None, attempt: Attempt | None = None
+    ) -> None:
         """Return claimed deliveries to pending, each due again at its own time."""
 
-    async def dead(self, claims: list[Claimed], error: str | None) -> None:
+    async def dead(
+        self, claims: list[Claimed], error: str | None, attempt: Attempt | None = None
+    ) -> None:
         """Give up on claimed deliveries; they stay until retention and can be replayed."""
 
     async def release(self, claims: list[Claimed]) -> None:
@@ -149,8 +256,14 @@ class Store(Protocol):
         """Start-up: make every delivery a previous run had claimed due now, except those of
         the destinations in `keep` (pull leases: their client may still ack them)."""
 
-    async def replay(self, where: ReplayFilter, dry_run: bool = False) -> list[str]:
-        """Make matching dead deliveries pending again with attempts reset; return event ids."""
+    async def replay(
+        self, where: ReplayFilter, dry_run: bool = False, rate: float | None = None
+    ) -> list[str]:
+        """Make matching dead deliveries pending again with attempts reset; return event ids.
+
+        With `rate` (events/s), the n-th replayed delivery is due n/rate seconds from now,
+        so a recovering receiver gets them spread out, oldest first.
+        """
 
     async def check_writable(self) -> None:
         """Readiness: prove a write commits (and change nothing); raise StorageUnavailable."""
@@ -158,11 +271,35 @@ class Store(Protocol):
     async def next_due(self, destination: str) -> float | None:
         """When the earliest pending delivery of `destination` is due (None: nothing pending)."""
 
-    async def stats(self) -> Stats: ...
+    async def stats(self) -> Stats:
+        """Counts from counters the store keeps as it writes: no scan of big tables."""
 
     async def dead_list(
-        self, destination: str | None, after: int, limit: int
-    ) -> list[DeadDelivery]: ...
+        self,
+        destination: str | None,
+        after: int,
+        limit: int,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[DeadDelivery]:
+        """Dead deliveries by id after `after` (keyset pages); since/until on received time."""
+
+    async def event(self, event_id: str) -> EventDetail | None:
+        """One event, each delivery of it and their recorded attempts (`relay show`)."""
+
+    async def attempts(self, where: AttemptFilter, limit: int) -> list[AttemptRecord]:
+        """Recorded attempts, newest first (the console's destination page)."""
+
+    async def oldest_pending(
+        self, event_types: tuple[str, ...], older_than: float
+    ) -> dict[str, tuple[int, float]]:
+        """Per destination: (how many, oldest received_at) of live deliveries of events of
+        these types received before `older_than` (the console's unsubscribe deadline)."""
+
+    async def audit(self, entry: AuditEntry) -> None: ...
+
+    async def audit_log(self, limit: int) -> list[AuditEntry]:
+        """The newest entries first."""
 
     async def pause(self, destination: str, until: float | None) -> None: ...
 

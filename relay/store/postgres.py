@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 from .base import (
+    Attempt,
     Claimed,
     DeadDelivery,
     DestinationStats,
@@ -270,7 +271,7 @@ class PostgresStore:
         if columns[0]:
             await self._exec(sql, *columns)
 
-    async def ack(self, claims: list[Claimed]) -> None:
+    async def ack(self, claims: list[Claimed], attempt: Attempt | None = None) -> None:
         await self._finish(
             f"UPDATE deliveries d SET state = 2, lease = NULL, last_error = NULL, updated_at = {NOW}"
             " FROM unnest($1::bigint[], $2::bigint[]) AS c(id, lease)"
@@ -279,7 +280,9 @@ class PostgresStore:
             [c.lease for c in claims],
         )
 
-    async def retry(self, claims: list[tuple[Claimed, float]], error: str | None) -> None:
+    async def retry(
+        self, claims: list[tuple[Claimed, float]], error: str | None, attempt: Attempt | None = None
+    ) -> None:
         await self._finish(
             "UPDATE deliveries d SET state = 0, due_at = c.due_at, lease = NULL,"
             f" last_error = $4, updated_at = {NOW}"
@@ -291,7 +294,9 @@ class PostgresStore:
             error,
         )
 
-    async def dead(self, claims: list[Claimed], error: str | None) -> None:
+    async def dead(
+        self, claims: list[Claimed], error: str | None, attempt: Attempt | None = None
+    ) -> None:
         await self._finish(
             f"UPDATE deliveries d SET state = 3, lease = NULL, last_error = $3, updated_at = {NOW}"
             " FROM unnest($1::bigint[], $2::bigint[]) AS c(id, lease)"

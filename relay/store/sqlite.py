@@ -22,71 +22,19 @@ from typing import Any
 import aiosqlite
 
 from .base import (
+    ATTEMPTS_KEPT,
+    Attempt,
+    AuditEntry,
     Claimed,
-    DeadDelivery,
-    DestinationStats,
     NewEvent,
     ReplayFilter,
     State,
-    Stats,
     StorageUnavailable,
 )
+from .sqlite_reads import SqliteReads
+from .sqlite_schema import MIGRATIONS, statements
 
 PENDING, LEASED, DELIVERED, DEAD = (int(s) for s in State)
-
-# Applied in order; PRAGMA user_version counts how many have run.
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE events (
-        seq         INTEGER PRIMARY KEY,   -- assigned by the writer, in commit order
-        id          TEXT NOT NULL UNIQUE,  -- the event id (client's or relay's)
-        event_type  TEXT NOT NULL,
-        received_at REAL NOT NULL,
-        routed      INTEGER NOT NULL,      -- number of destinations; 0 = unrouted
-        body        BLOB NOT NULL          -- the event as JSON, never rewritten
-    );
-    CREATE TABLE deliveries (
-        id          INTEGER PRIMARY KEY,
-        event_seq   INTEGER NOT NULL,
-        destination TEXT NOT NULL,
-        state       INTEGER NOT NULL,      -- 0 pending, 1 leased, 2 delivered, 3 dead
-        due_at      REAL NOT NULL,         -- pending: next attempt; leased: lease expiry
-        attempts    INTEGER NOT NULL,
-        lease       INTEGER,               -- fencing token of the current claim
-        last_error  TEXT,
-        created_at  REAL NOT NULL,         -- when relay received the event
-        updated_at  REAL NOT NULL
-    );
-    -- Claims: the due work of one destination, in due order. Only live rows are indexed.
-    CREATE INDEX deliveries_due ON deliveries (destination, due_at) WHERE state < 2;
-    CREATE INDEX deliveries_event ON deliveries (event_seq);
-    CREATE INDEX deliveries_lease ON deliveries (lease) WHERE state = 1;
-    CREATE INDEX deliveries_dead ON deliveries (destination, id) WHERE state = 3;
-    CREATE INDEX deliveries_done ON deliveries (updated_at) WHERE state >= 2;
-    CREATE TABLE paused (
-        destination TEXT PRIMARY KEY,
-        until       REAL                   -- resume by itself then; NULL = until resumed
-    );
-    """,
-    """
-    -- `first` for tracking events: one row per (event_type, email, sendid) ever seen.
-    CREATE TABLE firsts (
-        event_type TEXT NOT NULL,
-        email      TEXT NOT NULL,
-        sendid     TEXT NOT NULL,
-        seen_at    REAL NOT NULL,
-        PRIMARY KEY (event_type, email, sendid)
-    ) WITHOUT ROWID;
-    CREATE INDEX firsts_seen ON firsts (seen_at);
-    """,
-    """
-    -- `relay flush DEST`: the CLI asks, the daemon's upkeep takes the request within a second.
-    CREATE TABLE flushes (
-        destination  TEXT PRIMARY KEY,
-        requested_at REAL NOT NULL
-    );
-    """,
-)
 
 _CLAIM = """
 UPDATE deliveries SET state = 1, due_at = :until, lease = :lease, attempts = attempts + 1,
@@ -115,7 +63,7 @@ class _Pending:
         return bool(self.appends or self.jobs)
 
 
-class SqliteStore:
+class SqliteStore(SqliteReads):
     """`base.Store` on one SQLite file."""
 
     def __init__(self, path: Path | str, *, busy_timeout_s: float = 5.0) -> None:
@@ -186,7 +134,7 @@ class SqliteStore:
         for number in range(version, len(MIGRATIONS)):
             await db.execute("BEGIN IMMEDIATE")
             try:
-                for statement in _statements(MIGRATIONS[number]):
+                for statement in statements(MIGRATIONS[number]):
                     await db.execute(statement)
                 await db.execute(f"PRAGMA user_version = {number + 1}")
                 await db.execute("COMMIT")
@@ -404,35 +352,46 @@ class SqliteStore:
 
         return await self._submit(job)
 
-    async def _finish(self, sql: str, rows: list[tuple]) -> None:
+    async def _finish(
+        self, sql: str, rows: list[tuple], history: list[tuple] | None = None
+    ) -> None:
         async def job(db: aiosqlite.Connection) -> None:
             await db.executemany(sql, rows)
+            if history:
+                await _in_thread(db, _record_attempts, history)
 
         if rows:
             await self._submit(job)
 
-    async def ack(self, claims: list[Claimed]) -> None:
+    async def ack(self, claims: list[Claimed], attempt: Attempt | None = None) -> None:
         now = time.time()
         await self._finish(
             "UPDATE deliveries SET state = 2, lease = NULL, last_error = NULL, updated_at = ?"
             " WHERE id = ? AND lease = ?",
             [(now, c.delivery_id, c.lease) for c in claims],
+            _history(claims, "delivered", attempt),
         )
 
-    async def retry(self, claims: list[tuple[Claimed, float]], error: str | None) -> None:
+    async def retry(
+        self, claims: list[tuple[Claimed, float]], error: str | None, attempt: Attempt | None = None
+    ) -> None:
         now = time.time()
         await self._finish(
             "UPDATE deliveries SET state = 0, due_at = ?, lease = NULL, last_error = ?,"
             " updated_at = ? WHERE id = ? AND lease = ?",
             [(due_at, error, now, c.delivery_id, c.lease) for c, due_at in claims],
+            _history([c for c, _ in claims], "retry", attempt),
         )
 
-    async def dead(self, claims: list[Claimed], error: str | None) -> None:
+    async def dead(
+        self, claims: list[Claimed], error: str | None, attempt: Attempt | None = None
+    ) -> None:
         now = time.time()
         await self._finish(
             "UPDATE deliveries SET state = 3, lease = NULL, last_error = ?, updated_at = ?"
             " WHERE id = ? AND lease = ?",
             [(error, now, c.delivery_id, c.lease) for c in claims],
+            _history(claims, "dead", attempt),
         )
 
     async def release(self, claims: list[Claimed]) -> None:
@@ -467,25 +426,39 @@ class SqliteStore:
 
         return await self._submit(job)
 
-    async def replay(self, where: ReplayFilter, dry_run: bool = False) -> list[str]:
+    async def replay(
+        self, where: ReplayFilter, dry_run: bool = False, rate: float | None = None
+    ) -> list[str]:
         clause, params = _replay_where(where)
         if dry_run:
-            assert self._read is not None
-            rows = await self._read.execute_fetchall(
-                f"SELECT (SELECT id FROM events WHERE seq = event_seq) FROM deliveries WHERE {clause}",
+            rows = await self._fetch(
+                "SELECT (SELECT id FROM events WHERE seq = event_seq) FROM deliveries"
+                f" WHERE {clause} ORDER BY id",
                 params,
             )
             return [r[0] for r in rows]
 
         async def job(db: aiosqlite.Connection) -> list[str]:
             now = time.time()
+            if rate is None:
+                rows = await db.execute_fetchall(
+                    "UPDATE deliveries SET state = 0, attempts = 0, due_at = ?, lease = NULL,"
+                    f" updated_at = ? WHERE {clause}"
+                    " RETURNING (SELECT id FROM events WHERE seq = event_seq)",
+                    (now, now, *params),
+                )
+                return [r[0] for r in rows]
             rows = await db.execute_fetchall(
-                "UPDATE deliveries SET state = 0, attempts = 0, due_at = ?, lease = NULL,"
-                f" updated_at = ? WHERE {clause}"
-                " RETURNING (SELECT id FROM events WHERE seq = event_seq)",
-                (now, now, *params),
+                "SELECT id, (SELECT id FROM events WHERE seq = event_seq) FROM deliveries"
+                f" WHERE {clause} ORDER BY id",
+                params,
             )
-            return [r[0] for r in rows]
+            await db.executemany(
+                "UPDATE deliveries SET state = 0, attempts = 0, due_at = ?, lease = NULL,"
+                " updated_at = ? WHERE id = ?",
+                [(now + i / rate, now, r[0]) for i, r in enumerate(rows)],
+            )
+            return [r[1] for r in rows]
 
         return await self._submit(job)
 
@@ -495,6 +468,16 @@ class SqliteStore:
                 "INSERT INTO paused (destination, until) VALUES (?, ?)"
                 " ON CONFLICT (destination) DO UPDATE SET until = excluded.until",
                 (destination, until),
+            )
+
+        await self._submit(job)
+
+    async def audit(self, entry: AuditEntry) -> None:
+        async def job(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                "INSERT INTO audit (ts, actor, action, target, count, detail)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (entry.ts, entry.actor, entry.action, entry.target, entry.count, entry.detail),
             )
 
         await self._submit(job)
@@ -545,21 +528,15 @@ class SqliteStore:
                 " FROM firsts WHERE seen_at < ? LIMIT 5000)",
                 (older_than,),
             )
-            return gone.rowcount + events.rowcount + firsts.rowcount
+            audit = await db.execute("DELETE FROM audit WHERE ts < ?", (older_than,))
+            return gone.rowcount + events.rowcount + firsts.rowcount + audit.rowcount
 
         total = 0
         while (n := await self._submit(job)) > 0:
             total += n
         return total
 
-    # -- reads -----------------------------------------------------------------------------
-
-    async def _fetch(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
-        assert self._read is not None
-        try:
-            return list(await self._read.execute_fetchall(sql, params))
-        except sqlite3.OperationalError as exc:
-            raise StorageUnavailable(str(exc)) from exc
+    # -- reads (more in sqlite_reads.py) ---------------------------------------------------
 
     async def check_writable(self) -> None:
         """Readiness: a real write through the writer (insert and delete a row in one
@@ -579,43 +556,6 @@ class SqliteStore:
             "SELECT MIN(due_at) FROM deliveries WHERE destination = ? AND state < 2", (destination,)
         )
         return rows[0][0]
-
-    async def stats(self) -> Stats:
-        now = time.time()
-        stats = Stats()
-        counts = await self._fetch(
-            "SELECT destination, state, due_at <= ?, COUNT(*), MIN(created_at)"
-            " FROM deliveries GROUP BY 1, 2, 3",
-            (now,),
-        )
-        for destination, state, due, count, oldest in counts:
-            d = stats.destinations.setdefault(destination, DestinationStats())
-            if state == PENDING or (state == LEASED and due):  # an expired lease is pending again
-                d.pending += count
-                age = round(now - oldest, 3)
-                d.oldest_pending_s = max(d.oldest_pending_s or 0.0, age)
-            elif state == LEASED:
-                d.leased += count
-            elif state == DELIVERED:
-                d.delivered += count
-            else:
-                d.dead += count
-        rows = await self._fetch("SELECT COUNT(*), COALESCE(SUM(routed = 0), 0) FROM events")
-        stats.events, stats.unrouted = rows[0]
-        return stats
-
-    async def dead_list(
-        self, destination: str | None = None, after: int = 0, limit: int = 100
-    ) -> list[DeadDelivery]:
-        where = "d.state = 3 AND d.id > ?" + (" AND d.destination = ?" if destination else "")
-        params = (after, destination) if destination else (after,)
-        rows = await self._fetch(
-            "SELECT d.id, e.id, e.event_type, d.destination, d.attempts, d.last_error,"
-            " d.created_at, d.updated_at FROM deliveries d JOIN events e ON e.seq = d.event_seq"
-            f" WHERE {where} ORDER BY d.id LIMIT ?",
-            (*params, limit),
-        )
-        return [DeadDelivery(*r) for r in rows]
 
     async def paused(self) -> dict[str, float | None]:
         rows = await self._fetch("SELECT destination, until FROM paused")
@@ -650,6 +590,42 @@ def _replay_where(where: ReplayFilter) -> tuple[str, list[Any]]:
     return " AND ".join(clause), params
 
 
+def _history(claims: list[Claimed], outcome: str, a: Attempt | None) -> list[tuple] | None:
+    if a is None:
+        return None
+    return [
+        (
+            c.delivery_id,
+            a.ts,
+            c.attempts,
+            a.destination,
+            c.event_type,
+            outcome,
+            a.status,
+            a.ms,
+            a.error,
+            a.response,
+        )
+        for c in claims
+    ]
+
+
+def _record_attempts(conn: sqlite3.Connection, rows: list[tuple]) -> None:
+    """Add attempts to their deliveries' history; keep the newest ATTEMPTS_KEPT of each."""
+    conn.executemany(
+        "INSERT OR REPLACE INTO attempts (delivery_id, ts, attempt, destination, event_type,"
+        " outcome, status, ms, error, response) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    long = [(r[0], r[0]) for r in rows if r[2] > ATTEMPTS_KEPT]
+    if long:
+        conn.executemany(
+            "DELETE FROM attempts WHERE delivery_id = ? AND ts < (SELECT ts FROM attempts"
+            f" WHERE delivery_id = ? ORDER BY ts DESC LIMIT 1 OFFSET {ATTEMPTS_KEPT - 1})",
+            long,
+        )
+
+
 async def _in_thread(db: aiosqlite.Connection, fn: Callable[..., Any], *args: Any) -> Any:
     """Run `fn(sqlite3_connection, *args)` in aiosqlite's connection thread, in one hand-off.
 
@@ -658,12 +634,6 @@ async def _in_thread(db: aiosqlite.Connection, fn: Callable[..., Any], *args: An
     aiosqlite's private `_execute` and `_conn` (stable since 0.17; pinned by our tests).
     """
     return await db._execute(lambda: fn(db._conn, *args))
-
-
-def _statements(script: str) -> list[str]:
-    """Split a migration into statements (ours hold no `;` inside strings)."""
-    lines = [line.split("--", 1)[0] for line in script.splitlines()]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
 def _is_busy(exc: Exception) -> bool:

@@ -1,0 +1,206 @@
+"""The SQLite store's reads: counts, dead letters, one event's story, attempt history.
+
+They run on the reader connection and never wait for the writer (WAL). Counts come from
+the `counters` table the writer's triggers keep, so none of these scans the big tables.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import Any
+
+import aiosqlite
+
+from .base import (
+    AttemptFilter,
+    AttemptRecord,
+    AuditEntry,
+    DeadDelivery,
+    DeliveryDetail,
+    DestinationStats,
+    EventDetail,
+    State,
+    Stats,
+    StorageUnavailable,
+)
+
+_ATTEMPT_COLUMNS = (
+    "a.delivery_id, e.id, a.event_type, a.destination, a.attempt, a.ts, a.outcome, a.status,"
+    " a.ms, a.error, a.response"
+)
+_ATTEMPT_FROM = " FROM attempts a JOIN deliveries d ON d.id = a.delivery_id JOIN events e ON e.seq = d.event_seq"
+
+
+class SqliteReads:
+    _read: aiosqlite.Connection | None
+
+    async def _fetch(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
+        assert self._read is not None
+        try:
+            return list(await self._read.execute_fetchall(sql, params))
+        except sqlite3.OperationalError as exc:
+            raise StorageUnavailable(str(exc)) from exc
+
+    async def stats(self) -> Stats:
+        assert self._read is not None
+        read = self._read
+        try:
+            # One hand-off to the reader's thread, one read transaction: a consistent snapshot.
+            return await read._execute(lambda: _stats(read._conn, time.time()))
+        except sqlite3.OperationalError as exc:
+            raise StorageUnavailable(str(exc)) from exc
+
+    async def dead_list(
+        self,
+        destination: str | None = None,
+        after: int = 0,
+        limit: int = 100,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[DeadDelivery]:
+        where, params = ["d.state = 3", "d.id > ?"], [after]
+        if destination:
+            where.append("d.destination = ?")
+            params.append(destination)
+        if since is not None:
+            where.append("d.created_at >= ?")
+            params.append(since)
+        if until is not None:
+            where.append("d.created_at < ?")
+            params.append(until)
+        rows = await self._fetch(
+            "SELECT d.id, e.id, e.event_type, d.destination, d.attempts, d.last_error,"
+            " d.created_at, d.updated_at FROM deliveries d JOIN events e ON e.seq = d.event_seq"
+            f" WHERE {' AND '.join(where)} ORDER BY d.id LIMIT ?",
+            (*params, limit),
+        )
+        return [DeadDelivery(*r) for r in rows]
+
+    async def event(self, event_id: str) -> EventDetail | None:
+        rows = await self._fetch(
+            "SELECT seq, id, event_type, received_at, body FROM events WHERE id = ?", (event_id,)
+        )
+        if not rows:
+            return None
+        seq, eid, event_type, received_at, body = rows[0]
+        deliveries = await self._fetch(
+            "SELECT id, destination, state, due_at, attempts, last_error, updated_at"
+            " FROM deliveries WHERE event_seq = ? ORDER BY destination",
+            (seq,),
+        )
+        history: dict[int, list[AttemptRecord]] = {d[0]: [] for d in deliveries}
+        if deliveries:
+            marks = ",".join("?" * len(deliveries))
+            for r in await self._fetch(
+                f"SELECT {_ATTEMPT_COLUMNS}{_ATTEMPT_FROM}"
+                f" WHERE a.delivery_id IN ({marks}) ORDER BY a.ts",
+                [d[0] for d in deliveries],
+            ):
+                history[r[0]].append(AttemptRecord(*r))
+        return EventDetail(
+            eid,
+            event_type,
+            received_at,
+            bytes(body),
+            tuple(
+                DeliveryDetail(
+                    d[0], d[1], State(d[2]), d[3], d[4], d[5], d[6], tuple(history[d[0]])
+                )
+                for d in deliveries
+            ),
+        )
+
+    async def attempts(self, where: AttemptFilter, limit: int = 100) -> list[AttemptRecord]:
+        clause, params = ["1"], []
+        if where.destination is not None:
+            clause.append("a.destination = ?")
+            params.append(where.destination)
+        if where.outcome == "failed":
+            clause.append("a.outcome <> 'delivered'")
+        elif where.outcome is not None:
+            clause.append("a.outcome = ?")
+            params.append(where.outcome)
+        if where.event_type is not None:
+            clause.append("a.event_type = ?")
+            params.append(where.event_type)
+        if where.since is not None:
+            clause.append("a.ts >= ?")
+            params.append(where.since)
+        if where.until is not None:
+            clause.append("a.ts < ?")
+            params.append(where.until)
+        if where.before is not None:
+            ts, delivery_id, _ = where.before
+            clause.append("(a.ts < ? OR (a.ts = ? AND a.delivery_id < ?))")
+            params += [ts, ts, delivery_id]
+        rows = await self._fetch(
+            f"SELECT {_ATTEMPT_COLUMNS}{_ATTEMPT_FROM} WHERE {' AND '.join(clause)}"
+            " ORDER BY a.ts DESC, a.delivery_id DESC LIMIT ?",
+            (*params, limit),
+        )
+        return [AttemptRecord(*r) for r in rows]
+
+    async def oldest_pending(
+        self, event_types: tuple[str, ...], older_than: float
+    ) -> dict[str, tuple[int, float]]:
+        marks = ",".join("?" * len(event_types))
+        rows = await self._fetch(
+            "SELECT d.destination, COUNT(*), MIN(d.created_at) FROM deliveries d"
+            " JOIN events e ON e.seq = d.event_seq"
+            f" WHERE d.state < 2 AND d.created_at < ? AND e.event_type IN ({marks}) GROUP BY 1",
+            (older_than, *event_types),
+        )
+        return {r[0]: (r[1], r[2]) for r in rows}
+
+    async def audit_log(self, limit: int = 50) -> list[AuditEntry]:
+        rows = await self._fetch(
+            "SELECT ts, actor, action, target, count, detail FROM audit ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        return [AuditEntry(*r) for r in rows]
+
+
+def _stats(conn: sqlite3.Connection, now: float) -> Stats:
+    stats = Stats()
+    live: dict[str, int] = {}
+    conn.execute("BEGIN")
+    try:
+        for destination, state, n in conn.execute(
+            "SELECT destination, state, n FROM counters WHERE n <> 0"
+        ):
+            if destination == "":
+                if state == 0:
+                    stats.events = n
+                else:
+                    stats.unrouted = n
+                continue
+            d = stats.destinations.setdefault(destination, DestinationStats())
+            if state in (State.PENDING, State.LEASED):
+                live[destination] = live.get(destination, 0) + n
+            elif state == State.DELIVERED:
+                d.delivered = n
+            else:
+                d.dead = n
+        # Leases are few (a dispatcher's slots, open pull batches); an expired one is pending.
+        for destination, n in conn.execute(
+            "SELECT destination, COUNT(*) FROM deliveries WHERE state = 1 AND due_at > ?"
+            " GROUP BY 1",
+            (now,),
+        ):
+            stats.destinations.setdefault(destination, DestinationStats()).leased = n
+        for destination, n in live.items():
+            d = stats.destinations[destination]
+            d.pending = n - d.leased
+            if d.pending > 0:
+                # Walks deliveries_age from the oldest; only leases in flight are skipped.
+                row = conn.execute(
+                    "SELECT created_at FROM deliveries WHERE destination = ? AND state < 2"
+                    " AND (state = 0 OR due_at <= ?) ORDER BY created_at LIMIT 1",
+                    (destination, now),
+                ).fetchone()
+                if row is not None:
+                    d.oldest_pending_s = round(max(0.0, now - row[0]), 3)
+    finally:
+        conn.execute("COMMIT")
+    return stats
