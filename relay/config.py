@@ -142,6 +142,9 @@ class ConsoleConfig:
     tokens: tuple[str, ...] = ()
     read_only: bool = False
     show_emails: bool = False
+    # Unsubscribes and complaints still undelivered after this are flagged on the console
+    # (mailbox providers require unsubscribes honoured within 48 h).
+    unsub_deadline_s: float = 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +273,7 @@ def _console(t: Table) -> ConsoleConfig:
         tokens=t.secrets("tokens"),
         read_only=t.bool("read_only", False),
         show_emails=t.bool("show_emails", False),
+        unsub_deadline_s=t.duration("unsub_deadline", "24h"),
     )
     t.done()
     return cfg

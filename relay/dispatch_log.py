@@ -39,10 +39,17 @@ class DispatchLog:
         if old is not None:
             old.close()  # flushes what was buffered for the old file
 
+    def write_audit(self, entry: dict[str, Any]) -> None:
+        """An operator's action (console, admin API): `{"ts", "audit": action, ...}`."""
+        self._append([{"ts": entry["ts"], "audit": entry["action"], **entry}])
+
     def write(self, lines: list[dict[str, Any]]) -> None:
         """Buffer the lines; they reach the file within FLUSH_S (one write for many lines)."""
         if lines and self.on_write is not None:
             self.on_write(lines)
+        self._append(lines)
+
+    def _append(self, lines: list[dict[str, Any]]) -> None:
         if not lines or self._file is None:
             return
         if self.node is not None:

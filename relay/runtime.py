@@ -18,6 +18,7 @@ from pathlib import Path
 
 import orjson
 
+from .activity import Activity
 from .bots import BotDetector
 from .config import Config, PullDestination, PushDestination
 from .dispatch import Dispatcher
@@ -64,6 +65,7 @@ class Runtime:
         self.log = dispatch_log
         self.router = Router(config.routes, config.destinations)
         self.dispatchers: dict[str, Dispatcher] = {}
+        self.pull_activity: dict[str, Activity] = {}  # pull destinations' leases and acks
         self.paused: dict[str, float | None] = {}
         self.ingested: Counter[str] = Counter()  # by source
         self.signer = Signer(tracking_secrets(config), config.server.public_url)
