@@ -49,6 +49,7 @@ class Dispatcher:
         self._inflight: set[asyncio.Task] = set()  # holding a concurrency slot (sending)
         self._tasks: set[asyncio.Task] = set()  # sending or recording the outcome
         self._ready: deque[Claimed] = deque()  # claimed, waiting for a free slot
+        self._claiming: asyncio.Task[bool] | None = None  # the next round's claim
         self._stopping = False
         self._task: asyncio.Task | None = None
         # Destinations without a `circuit` setting (periodic uploads, whose rounds already
@@ -101,6 +102,9 @@ class Dispatcher:
         try:
             await self._loop()
         finally:
+            if self._claiming is not None:  # let a claim in flight land, then hand it back
+                with contextlib.suppress(Exception):
+                    await self._claiming
             if self._ready:  # claimed but never sent: hand them back untouched
                 await self.store.release(list(self._ready))
                 self._ready.clear()
@@ -113,18 +117,39 @@ class Dispatcher:
                 await self._hold()
                 continue
             free = concurrency - len(self._inflight)
-            if free <= 0:
-                self._slot_free.clear()
-                await self._slot_free.wait()
-                continue
-            if gate is Gate.PROBE:
+            if free > 0 and gate is Gate.PROBE:
                 await self._probe()
-                continue
-            if len(self._ready) < free * size and not await self._top_up():
                 continue
             while free > 0 and self._ready:
                 self._launch([self._ready.popleft() for _ in range(min(size, len(self._ready)))])
                 free -= 1
+            if self._claiming is not None and self._claiming.done():
+                found = self._claiming.result()
+                self._claiming = None
+                if not found and free > 0:  # nothing due, and a slot is idle: wait for work
+                    await self._idle()
+                    continue
+            # Claim the next round while this one is sending, so a slot that frees up finds
+            # work ready instead of waiting for a claim's commit.
+            if self._claiming is None and len(self._ready) < concurrency * size:
+                self._claiming = asyncio.create_task(self._claim(2 * concurrency * size))
+            # No await since `free` was computed: a send finishing now still sets this after.
+            self._slot_free.clear()
+            await self._slot_free.wait()
+
+    async def _claim(self, limit: int) -> bool:
+        """Top the ready queue up to `limit`; say whether anything was due. Wakes the loop."""
+        try:
+            want = limit - len(self._ready)
+            if want > 0:
+                self._ready.extend(await self.store.claim(self.name, want, self.dest.lease_s))
+            return bool(self._ready)
+        except Exception:
+            log.exception("claim failed for %s; retrying shortly", self.name)
+            await self._sleep(IDLE_POLL_S)
+            return False
+        finally:
+            self._slot_free.set()
 
     def _launch(self, batch: list[Claimed], probe: bool = False) -> None:
         task = asyncio.create_task(self._deliver(batch, probe))
@@ -134,6 +159,9 @@ class Dispatcher:
 
     async def _hold(self) -> None:
         """Paused or circuit open: hand back unsent claims untouched (no attempt is spent), wait."""
+        if self._claiming is not None:
+            await self._claiming
+            self._claiming = None
         if self._ready:
             await self.store.release(list(self._ready))
             self._ready.clear()
@@ -144,6 +172,9 @@ class Dispatcher:
 
     async def _probe(self) -> None:
         """The circuit's cooldown is over: send one request; its outcome closes or reopens it."""
+        if self._claiming is not None:
+            await self._claiming
+            self._claiming = None
         size = self.sender.batch_size
         if not self._ready and not await self._top_up(size):
             return  # nothing due: the next due delivery is the probe

@@ -355,10 +355,13 @@ class SqliteStore(SqliteReads):
     async def _finish(
         self, sql: str, rows: list[tuple], history: list[tuple] | None = None
     ) -> None:
-        async def job(db: aiosqlite.Connection) -> None:
-            await db.executemany(sql, rows)
+        def run(conn: sqlite3.Connection) -> None:  # one hand-off to the SQLite thread
+            conn.executemany(sql, rows)
             if history:
-                await _in_thread(db, _record_attempts, history)
+                _record_attempts(conn, history)
+
+        async def job(db: aiosqlite.Connection) -> None:
+            await _in_thread(db, run)
 
         if rows:
             await self._submit(job)
