@@ -65,7 +65,10 @@ def sent_events(n: int) -> list[dict]:
 async def _upload(relay, root, n: int = 3) -> list[str]:
     assert (await relay.post_events(sent_events(n))).status == 202
     relay.runtime.dispatchers["drop"].flush()
-    await wait_for(lambda: list(root.iterdir()), 8, "the uploaded file")
+    # Only the final name: the temporary `.part` file appears first, empty.
+    await wait_for(
+        lambda: [p for p in root.iterdir() if not p.name.endswith(".part")], 8, "the uploaded file"
+    )
     (path,) = root.iterdir()
     return [orjson.loads(line)["id"] for line in path.read_bytes().splitlines()]
 
