@@ -10,6 +10,7 @@ delivery's attempts; this is only the live picture).
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 MINUTES = 60
@@ -39,6 +40,9 @@ class Activity:
     last_success: LastAttempt | None = None
     last_failure: LastAttempt | None = None
     last_sent: float | None = None  # any outcome: a pull, a file, a request
+    # (time, pending) as the console saw it, one every few seconds over the last minutes:
+    # the backlog's trend, whatever drives it (ingest, retries, replays).
+    backlog: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=64))
 
     def record(
         self,
@@ -81,3 +85,16 @@ class Activity:
     def delivered_per_min(self, minutes: int = 5, now: float | None = None) -> float:
         delivered, _ = self.series(now)
         return sum(delivered[-minutes:]) / minutes
+
+    def trend(self, pending: int, now: float | None = None) -> float | None:
+        """Note the backlog now; return its change per minute over the last ≤5 minutes
+        (None until two samples at least 10 s apart exist)."""
+        now = time.time() if now is None else now
+        if not self.backlog or now - self.backlog[-1][0] >= 5:
+            self.backlog.append((now, pending))
+        while len(self.backlog) > 2 and now - self.backlog[0][0] > 300:
+            self.backlog.popleft()
+        t0, p0 = self.backlog[0]
+        if now - t0 < 10:
+            return None
+        return (pending - p0) / (now - t0) * 60

@@ -48,11 +48,17 @@ _NUMBERS = re.compile(r"\d+")
 _SPACE = re.compile(r"\s+")
 
 
+_STATUS = re.compile(r"^(HTTP \d{3}|\d{3}\b)")  # an HTTP status or an SMTP reply code
+
+
 def signature(error: str | None) -> str:
     """A failure's group: the error with numbers and ids blurred, so `HTTP 500: order 123
-    failed` and `… order 456 failed` are one group."""
-    text = _SPACE.sub(" ", _NUMBERS.sub("#", error or "no error recorded")).strip()
-    return text[:160]
+    failed` and `… order 456 failed` are one group — but the leading status or reply code
+    is kept, so `HTTP 500` and `HTTP 503` are two causes."""
+    text = error or "no error recorded"
+    m = _STATUS.match(text)
+    head, rest = (m.group(0), text[m.end() :]) if m else ("", text)
+    return _SPACE.sub(" ", head + _NUMBERS.sub("#", rest)).strip()[:160]
 
 
 def group_id(destination: str, sig: str) -> str:
@@ -81,19 +87,22 @@ class FailureGroup:
         }
 
 
-def forecast(pending: int, activity: Activity | None, ingest_per_min: float | None) -> str:
-    """ "empty in ~4 min" / "growing +300/min" / "empty" from the last 5 minutes' pace."""
+def forecast(pending: int, state: str, activity: Activity | None, periodic: bool) -> str:
+    """ "empty in ~4 min" / "growing +300/min" from the backlog's trend over the last minutes."""
     if pending == 0:
         return "empty"
+    if state == "paused":
+        return "paused"
+    if periodic:
+        return "at the next round"
     if activity is None:
         return "waiting"
-    drain = activity.delivered_per_min(5)
-    net = drain - (ingest_per_min or 0.0)
-    if drain == 0:
-        return "stalled"
-    if net <= 0:
-        return f"growing +{round(-net)}/min"
-    minutes = pending / net
+    per_min = activity.trend(pending)
+    if per_min is None:
+        return "measuring"
+    if per_min >= 0:
+        return f"growing +{round(per_min)}/min" if per_min >= 1 else "not draining"
+    minutes = pending / -per_min
     return f"empty in ~{minutes:.0f} min" if minutes >= 1 else "empty in <1 min"
 
 
@@ -135,10 +144,11 @@ class Admin:
             act = self.activity(name)
             delivered, failed = act.series(now) if act else ([0] * 60, [0] * 60)
             last_error = act.last_failure if act else None
+            state = self.state(name)
             row = {
                 "name": name,
                 "type": dest.type,
-                "state": self.state(name),
+                "state": state,
                 "pending": s.pending if s else 0,
                 "leased": s.leased if s else 0,
                 "dead": s.dead if s else 0,
@@ -149,7 +159,9 @@ class Admin:
                 "last_success": iso_ms(act.last_success.ts) if act and act.last_success else None,
                 "last_error": self._last_error(last_error),
                 "paused_until": iso_ms(self.runtime.paused.get(name)),
-                "forecast": forecast(s.pending if s else 0, act, None),
+                "forecast": forecast(
+                    s.pending if s else 0, state, act, bool(getattr(dest, "period_s", None))
+                ),
                 "series": {"delivered": delivered, "failed": failed},
                 "detail": self._type_detail(name, dest, act, now),
             }
@@ -161,6 +173,8 @@ class Admin:
             return None
         d = last.as_dict()
         d["ts"] = iso_ms(d["ts"])
+        if d["response"] and d["error"] and d["response"].strip()[:40] in d["error"]:
+            d["response"] = None  # the error already quotes it
         if not self.show_emails:
             d["error"] = mask_email(d["error"]) if d["error"] else None
             d["response"] = mask_email(d["response"]) if d["response"] else None
@@ -367,10 +381,10 @@ class Admin:
             destination = matched[0].destination
             ids = tuple(r.event_id for r in matched)
         where = ReplayFilter(destination, ids, since, until)
+        found = await self.store.replay(where, dry_run=dry_run, rate=rate)
         if dry_run:
-            found = await self.store.replay(where, dry_run=True)
             return {"matched": len(found), "sample_ids": found[:SAMPLE_IDS]}
-        replayed = await self.store.replay(where, rate=rate)
+        replayed = found
         self.runtime.wake([destination] if destination else self.runtime.dispatchers)
         parts = [
             f"{k}={v}"
@@ -378,7 +392,7 @@ class Admin:
                 ("group", group),
                 ("since", iso_ms(since)),
                 ("until", iso_ms(until)),
-                ("rate", rate),
+                ("rate", None if rate is None else f"{rate:g}"),
             )
             if v is not None
         ]

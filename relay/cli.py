@@ -65,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     add = lambda name, help: sub.add_parser(name, parents=[common], help=help)  # noqa: E731
     add("serve", "run the daemon")
     add("check-config", "validate the config and print what it would run")
+    sh = add("show", "explain one event: its destinations, their state and every attempt")
+    sh.add_argument("event_id")
+    sh.add_argument("--json", action="store_true", help="what GET /v1/admin/events/{id} returns")
     s = add("stats", "per destination: pending, leased, dead, delivered, oldest pending")
     s.add_argument("--json", action="store_true")
     t = add("tail", "read or follow the dispatch log")
@@ -192,6 +195,61 @@ def cmd_stats(args: argparse.Namespace, config: Config) -> int:
     return _with_store(config, work)
 
 
+def cmd_show(args: argparse.Namespace, config: Config) -> int:
+    from types import SimpleNamespace
+
+    from .admin import Admin
+
+    async def work(store: SqliteStore) -> int:
+        # Admin reads a runtime; the CLI has no dispatchers, only the store and the config.
+        runtime = SimpleNamespace(
+            store=store,
+            config=config,
+            paused=await store.paused(),
+            dispatchers={},
+            pull_activity={},
+        )
+        view = await Admin(runtime).event_view(args.event_id)
+        if view is None:
+            raise Failed(f"no event with id {args.event_id!r} (never received, or purged)")
+        if args.json:
+            print(orjson.dumps(view).decode())
+        else:
+            print("\n".join(show_lines(view)))
+        return 0
+
+    return _with_store(config, work)
+
+
+def show_lines(view: dict) -> list[str]:
+    """`relay show`: the event's fields, then each destination and its attempts, one a line."""
+    event = view["event"]
+    out = [f"event {event.get('id')}  {event.get('event_type')}  received {view['received_at']}"]
+    width = max((len(k) for k in event), default=0)
+    for key, value in event.items():
+        if key in ("id", "event_type"):
+            continue
+        text = value if isinstance(value, str) else orjson.dumps(value).decode()
+        out.append(f"  {key:<{width}}  {text}")
+    if not view["destinations"]:
+        out.append("no destinations (no route matched this event)")
+    for d in view["destinations"]:
+        line = f"{d['name']}: {d['state']}, {d['attempts_made']} attempt(s)"
+        if d.get("next_attempt"):
+            line += f", next attempt {d['next_attempt']}"
+        out.append(line)
+        for a in d["attempts"]:
+            parts = [f"  #{a['attempt']}", a["ts"], a["outcome"]]
+            parts.append("-" if a["status"] is None else str(a["status"]))
+            parts.append(f"{a['ms']:g}ms")
+            if a.get("error"):
+                parts.append(a["error"])
+            out.append(" ".join(parts))
+        if not d["attempts"] and d.get("last_error"):
+            out.append(f"  last error: {d['last_error']}")
+    return out
+
+
 def cmd_tail(args: argparse.Namespace, config: Config) -> int:
     return tail.run(
         config.dispatch_log, args.follow, args.json, args.destination, args.event_type, args.outcome
@@ -311,6 +369,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
     "serve": cmd_serve,
     "check-config": cmd_check_config,
     "stats": cmd_stats,
+    "show": cmd_show,
     "tail": cmd_tail,
     "dead": cmd_dead,
     "pause": cmd_pause,

@@ -27,6 +27,8 @@ class DispatchLog:
         self._file: IO[bytes] | None = None
         # Called with each batch of lines written (the deliveries metric counts them).
         self.on_write: Callable[[list[dict[str, Any]]], None] | None = None
+        # Called with every batch of lines appended, audit lines too (the console's live tail).
+        self.listeners: set[Callable[[list[dict[str, Any]]], None]] = set()
         self._flush_handle: asyncio.TimerHandle | None = None
         self.reopen()
 
@@ -55,6 +57,8 @@ class DispatchLog:
         if self.node is not None:
             for line in lines:
                 line["node"] = self.node
+        for listener in tuple(self.listeners):
+            listener(lines)
         self._file.write(b"".join(orjson.dumps(line) + b"\n" for line in lines))
         if self._flush_handle is None:
             try:

@@ -7,6 +7,7 @@ import time
 import orjson
 from aiohttp import web
 
+from .activity import Activity
 from .config import PullDestination
 from .dispatch_log import iso_ms
 from .store import Claimed
@@ -51,6 +52,8 @@ async def lease(request: web.Request) -> web.Response:
     if runtime.is_paused(dest.name):
         return json_response({"batch_id": None, "events": [], "paused": True})
     claims = await runtime.store.claim(dest.name, int(raw), dest.lease_s)
+    # The console's "last pull" (any poll, empty or not); acks count as deliveries.
+    runtime.pull_activity.setdefault(dest.name, Activity()).last_sent = time.time()
     if not claims:
         return json_response({"batch_id": None, "events": []})
     batch_id = str(claims[0].lease)
@@ -79,4 +82,8 @@ async def ack(request: web.Request) -> web.Response:
             404, "unknown batch_id, or already acked, or its lease expired and it was leased again"
         )
     runtime.log.write([batch_line(dest.name, "acked", ids)])
+    activity = runtime.pull_activity.setdefault(dest.name, Activity())
+    last_pull = activity.last_sent  # an ack is not a pull: keep "last pull" as it was
+    activity.record(True, len(ids), None, None, f"acked {len(ids)} events (batch {batch_id})")
+    activity.last_sent = last_pull
     return json_response({"acked": len(ids)})

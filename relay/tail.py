@@ -51,6 +51,14 @@ def lines(path: str, follow: bool) -> Iterator[bytes]:
 def matches(
     entry: dict, destination: str | None, event_type: str | None, outcome: str | None
 ) -> bool:
+    if "audit" in entry:
+        # An operator's action (pause, resume, replay): shown unless the filters are about
+        # attempts (event type, outcome); --destination keeps the actions on that one.
+        return (
+            event_type is None
+            and outcome is None
+            and (destination is None or entry.get("target") in (destination, "*"))
+        )
     return (
         (destination is None or entry.get("destination") == destination)
         and (event_type is None or entry.get("event_type") == event_type)
@@ -59,6 +67,16 @@ def matches(
 
 
 def pretty(entry: dict) -> str:
+    if "audit" in entry:
+        parts = [
+            entry.get("ts") or "-",
+            f"{'audit':<9}",
+            f"{entry.get('audit')} {entry.get('target') or '-'}",
+            f"by {entry.get('actor') or '-'}",
+            f"count={entry['count']}" if entry.get("count") is not None else "",
+            entry.get("detail") or "",
+        ]
+        return "  ".join(p for p in parts if p)
     ident = entry.get("event_id") or f"{entry.get('count', 0)} events"
     parts = [
         entry.get("ts") or "-",

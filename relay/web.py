@@ -119,8 +119,14 @@ def create_app(runtime: Runtime) -> web.Application:
     tracking.add_routes(app)
     app.router.add_get("/v1/pull/{destination}", pull.lease)
     app.router.add_post("/v1/pull/{destination}/ack", pull.ack)
+    from . import admin_api  # the admin JSON API (SPEC §3 /v1/admin)
+
+    admin_api.add_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/v1/openapi.json", openapi)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    from . import console  # the operator console's HTML pages (/console/)
+
+    console.add_routes(app)
     return app

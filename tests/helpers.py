@@ -68,6 +68,7 @@ class Receiver:
     url: str = ""
     port: int = 0  # 0: any free port; a fixed one lets a test bring a "down" receiver back
     delay_s: float = 0.0  # answer every request this much later (a slow receiver)
+    error_text: str = "nope"  # the body of every non-200 answer
     _runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -107,7 +108,9 @@ class Receiver:
         if isinstance(behaviour, tuple):
             status, retry_after = behaviour
             return web.Response(status=int(status), headers={"Retry-After": str(retry_after)})
-        return web.Response(status=int(behaviour), text="ok" if behaviour == 200 else "nope")
+        return web.Response(
+            status=int(behaviour), text="ok" if behaviour == 200 else self.error_text
+        )
 
     def delivered_ids(self) -> list[str]:
         """Event ids of every request answered 2xx-or-not, decoded from JSON bodies."""

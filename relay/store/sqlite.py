@@ -277,14 +277,17 @@ class SqliteStore(SqliteReads):
             for destination, due_at in e.deliveries:
                 delivery_rows.append((seq, destination, due_at, e.received_at, e.received_at))
             seq += 1
-        conn.executemany(
-            "INSERT INTO events (seq, id, event_type, received_at, routed, body)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+        _insert_rows(
+            conn,
+            "INSERT INTO events (seq, id, event_type, received_at, routed, body) VALUES ",
+            "(?, ?, ?, ?, ?, ?)",
             event_rows,
         )
-        conn.executemany(
+        _insert_rows(
+            conn,
             "INSERT INTO deliveries (event_seq, destination, state, due_at, attempts,"
-            " created_at, updated_at) VALUES (?, ?, 0, ?, 0, ?, ?)",
+            " created_at, updated_at) VALUES ",
+            "(?, ?, 0, ?, 0, ?, ?)",
             delivery_rows,
         )
         self._next_seq = seq
@@ -432,36 +435,24 @@ class SqliteStore(SqliteReads):
     async def replay(
         self, where: ReplayFilter, dry_run: bool = False, rate: float | None = None
     ) -> list[str]:
-        clause, params = _replay_where(where)
         if dry_run:
-            rows = await self._fetch(
-                "SELECT (SELECT id FROM events WHERE seq = event_seq) FROM deliveries"
-                f" WHERE {clause} ORDER BY id",
-                params,
-            )
-            return [r[0] for r in rows]
+            assert self._read is not None
+            rows = await _in_thread(self._read, _dead_matching, where)
+            return [r[1] for r in rows]
 
-        async def job(db: aiosqlite.Connection) -> list[str]:
+        def run(conn: sqlite3.Connection) -> list[str]:
+            rows = _dead_matching(conn, where)
             now = time.time()
-            if rate is None:
-                rows = await db.execute_fetchall(
-                    "UPDATE deliveries SET state = 0, attempts = 0, due_at = ?, lease = NULL,"
-                    f" updated_at = ? WHERE {clause}"
-                    " RETURNING (SELECT id FROM events WHERE seq = event_seq)",
-                    (now, now, *params),
-                )
-                return [r[0] for r in rows]
-            rows = await db.execute_fetchall(
-                "SELECT id, (SELECT id FROM events WHERE seq = event_seq) FROM deliveries"
-                f" WHERE {clause} ORDER BY id",
-                params,
-            )
-            await db.executemany(
+            # With a rate, the n-th is due n/rate s from now: oldest first, spread out.
+            conn.executemany(
                 "UPDATE deliveries SET state = 0, attempts = 0, due_at = ?, lease = NULL,"
                 " updated_at = ? WHERE id = ?",
-                [(now + i / rate, now, r[0]) for i, r in enumerate(rows)],
+                [(now + i / rate if rate else now, now, r[0]) for i, r in enumerate(rows)],
             )
             return [r[1] for r in rows]
+
+        async def job(db: aiosqlite.Connection) -> list[str]:
+            return await _in_thread(db, run)
 
         return await self._submit(job)
 
@@ -574,7 +565,11 @@ class SqliteStore(SqliteReads):
             await dest.close()
 
 
-def _replay_where(where: ReplayFilter) -> tuple[str, list[Any]]:
+ID_CHUNK = 20_000  # event ids per statement: SQLite takes at most 32,766 parameters
+
+
+def _dead_matching(conn: sqlite3.Connection, where: ReplayFilter) -> list[tuple[int, str]]:
+    """(delivery id, event id) of the dead deliveries `where` matches, oldest first."""
     clause, params = ["state = 3"], []
     if where.destination:
         clause.append("destination = ?")
@@ -585,12 +580,21 @@ def _replay_where(where: ReplayFilter) -> tuple[str, list[Any]]:
     if where.until is not None:
         clause.append("created_at < ?")
         params.append(where.until)
-    if where.ids:
-        clause.append(
-            f"event_seq IN (SELECT seq FROM events WHERE id IN ({','.join('?' * len(where.ids))}))"
-        )
-        params.extend(where.ids)
-    return " AND ".join(clause), params
+    sql = (
+        "SELECT id, (SELECT id FROM events WHERE seq = event_seq) FROM deliveries WHERE "
+        + " AND ".join(clause)
+    )
+    if not where.ids:
+        return conn.execute(sql + " ORDER BY id", params).fetchall()
+    rows = []
+    for i in range(0, len(where.ids), ID_CHUNK):
+        chunk = where.ids[i : i + ID_CHUNK]
+        marks = ",".join("?" * len(chunk))
+        rows += conn.execute(
+            sql + f" AND event_seq IN (SELECT seq FROM events WHERE id IN ({marks}))",
+            (*params, *chunk),
+        ).fetchall()
+    return sorted(rows)
 
 
 def _history(claims: list[Claimed], outcome: str, a: Attempt | None) -> list[tuple] | None:
@@ -627,6 +631,27 @@ def _record_attempts(conn: sqlite3.Connection, rows: list[tuple]) -> None:
             f" WHERE delivery_id = ? ORDER BY ts DESC LIMIT 1 OFFSET {ATTEMPTS_KEPT - 1})",
             long,
         )
+
+
+INSERT_CHUNKS = (128, 32, 16, 8, 4, 2, 1)  # rows per multi-row INSERT: few distinct statements
+
+
+def _insert_rows(conn: sqlite3.Connection, head: str, row: str, rows: list[tuple]) -> None:
+    """`executemany(head + row, rows)` as multi-row INSERTs, in order.
+
+    executemany steps once per row, and the sqlite3 module lets go of the GIL around each
+    step; the event loop thread then holds it and the writer thread waits to get it back,
+    once per row (the group commit's latency was mostly that). A few fixed chunk sizes
+    keep the statements in the connection's statement cache.
+    """
+    i, n = 0, len(rows)
+    for size in INSERT_CHUNKS:
+        if n - i < size:
+            continue
+        sql = head + ",".join([row] * size)
+        while n - i >= size:
+            conn.execute(sql, [v for r in rows[i : i + size] for v in r])
+            i += size
 
 
 async def _in_thread(db: aiosqlite.Connection, fn: Callable[..., Any], *args: Any) -> Any:

@@ -144,14 +144,24 @@ class SqliteReads:
     async def oldest_pending(
         self, event_types: tuple[str, ...], older_than: float
     ) -> dict[str, tuple[int, float]]:
+        # Per destination through deliveries_age: only live deliveries older than the
+        # deadline are read (none, when all is well), never the whole backlog.
         marks = ",".join("?" * len(event_types))
-        rows = await self._fetch(
-            "SELECT d.destination, COUNT(*), MIN(d.created_at) FROM deliveries d"
-            " JOIN events e ON e.seq = d.event_seq"
-            f" WHERE d.state < 2 AND d.created_at < ? AND e.event_type IN ({marks}) GROUP BY 1",
-            (older_than, *event_types),
+        names = await self._fetch(
+            "SELECT DISTINCT destination FROM counters WHERE destination <> '' AND state < 2"
+            " AND n > 0"
         )
-        return {r[0]: (r[1], r[2]) for r in rows}
+        late = {}
+        for (name,) in names:
+            rows = await self._fetch(
+                "SELECT COUNT(*), MIN(d.created_at) FROM deliveries d"
+                " JOIN events e ON e.seq = d.event_seq WHERE d.destination = ? AND d.state < 2"
+                f" AND d.created_at < ? AND e.event_type IN ({marks})",
+                (name, older_than, *event_types),
+            )
+            if rows[0][0]:
+                late[name] = (rows[0][0], rows[0][1])
+        return late
 
     async def audit_log(self, limit: int = 50) -> list[AuditEntry]:
         rows = await self._fetch(

@@ -119,6 +119,10 @@ MIGRATIONS: tuple[str, ...] = (
         detail TEXT NOT NULL
     );
     """,
+    """
+    -- Dead letters of every destination by id (the console's dead page, `relay dead list`).
+    CREATE INDEX deliveries_dead_all ON deliveries (id) WHERE state = 3;
+    """,
 )
 
 

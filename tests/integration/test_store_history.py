@@ -179,3 +179,18 @@ async def test_audit_trail_newest_first(store):
         ("alice", "pause", None),
     ]
     assert entries[1].detail == "for 30m"
+
+
+async def test_replay_by_more_ids_than_one_statement_takes(store):
+    n = 21_000  # over SQLite's chunk of ids per statement
+    await store.append([ev("a", id=f"big{i}") for i in range(n)])
+    claims = []
+    while batch := await store.claim("a", 5000, 60):
+        claims += batch
+    await store.dead(claims, "x")
+    wanted = tuple(f"big{i}" for i in range(n))
+    assert len(await store.replay(ReplayFilter("a", wanted), dry_run=True)) == n
+    assert len(await store.replay(ReplayFilter("a", wanted), rate=1000.0)) == n
+    # Paced across the whole set, not per statement: the last is due ~21 s from now.
+    assert (await store.stats()).destinations["a"].pending == n
+    assert len(await store.claim("a", n, 60)) < 2000
