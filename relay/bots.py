@@ -104,6 +104,51 @@ def _parse_ip(value: object) -> Address | None:
     return addr
 
 
+# Bounded memo tables for the per-hit parsing (an address string, a user agent): the same
+# few values come back again and again, and parsing them is most of a verdict's cost.
+MEMO_ENTRIES = 4096
+MEMO_UA = 512  # longer user agents are checked every time, not remembered
+
+
+def _memo_put(table: dict, key: object, value: object) -> None:
+    if len(table) >= MEMO_ENTRIES:
+        del table[next(iter(table))]  # oldest first out
+    table[key] = value
+
+
+_addresses: dict[object, Address | None] = {}
+
+
+def _address(value: object) -> Address | None:
+    """`_parse_ip`, memoised (event-loop thread only, like the rest of this module)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return _addresses[value]
+    except KeyError:
+        addr = _parse_ip(value)
+        if len(value) <= 64:  # longer is never an address: not worth a slot
+            _memo_put(_addresses, value, addr)
+        return addr
+
+
+# user agent -> (scanner, link prefetcher, Google image proxy)
+_ua_kinds: dict[str, tuple[bool, bool, bool]] = {}
+
+
+def _ua_kind(ua: str) -> tuple[bool, bool, bool]:
+    kind = _ua_kinds.get(ua)
+    if kind is None:
+        kind = (
+            _SCANNER_UA.search(ua) is not None,
+            _LINK_PREFETCH_UA.search(ua) is not None,
+            _GOOGLE_PROXY_UA.search(ua) is not None,
+        )
+        if len(ua) <= MEMO_UA:
+            _memo_put(_ua_kinds, ua, kind)
+    return kind
+
+
 def _trim(table: OrderedDict, now: float, max_entries: int) -> None:
     """Drop expired entries from the oldest end, then the oldest past `max_entries`.
 
@@ -147,12 +192,12 @@ class BotDetector:
     def open(self, ip: str | None, user_agent: str | None) -> Verdict:
         """The verdict on one fetch of the open pixel."""
         ua = _text(user_agent)
-        addr = _parse_ip(ip)
+        addr = _address(ip)
         if ua == MPP_USER_AGENT and addr is not None and addr in APPLE_NETWORK:
             return APPLE_MPP
         # Gmail fetches images when the reader opens the message: a human open, so it is
         # decided before the scanner rules (Google's shared proxy IPs must not be tainted).
-        if _GOOGLE_PROXY_UA.search(ua):
+        if _ua_kind(ua)[2]:
             return GOOGLE_IMAGE_PROXY
         return self._machine(addr, ua, self._clock(), click=False) or HUMAN
 
@@ -169,7 +214,7 @@ class BotDetector:
         """
         ua = _text(user_agent)
         now = self._clock()
-        verdict = self._machine(_parse_ip(ip), ua, now, click=True)
+        verdict = self._machine(_address(ip), ua, now, click=True)
         burst = self._record_click(message_key, _text(url), now)
         return verdict or (BURST if burst else HUMAN)
 
@@ -182,7 +227,8 @@ class BotDetector:
         self._remember(ip, HEAD)
 
     def _machine(self, addr: Address | None, ua: str, now: float, click: bool) -> Verdict | None:
-        if _SCANNER_UA.search(ua) or (click and (not ua or _LINK_PREFETCH_UA.search(ua))):
+        scanner, prefetch, _ = _ua_kind(ua)
+        if scanner or (click and (not ua or prefetch)):
             return SCANNER_UA
         if addr is None:
             return None
@@ -194,7 +240,7 @@ class BotDetector:
         return None
 
     def _remember(self, ip: str | None, verdict: Verdict) -> None:
-        addr = _parse_ip(ip)
+        addr = _address(ip)
         if addr is None:
             return
         now = self._clock()

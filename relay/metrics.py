@@ -6,7 +6,8 @@ embedding relay) run several apps in one process, and each must count only its o
 Instrumentation stays off the inner loops: the store reports once per group commit, the
 dispatch log once per write (a batch of lines), ingestion once per committed batch; only the
 latency histogram takes one observation per delivered event, because it needs each event's
-age. The backlog gauges come from `store.stats()`, which scans the deliveries table, so they
+age. Counters add to plain dicts and reach prometheus-client when scraped (`flush`): a
+tracking hit is a request and an event, and the library's locked `inc` showed up in its cost. The backlog gauges come from `store.stats()`, which scans the deliveries table, so they
 are refreshed at scrape time and at most once per `STATS_TTL_S`, however often anyone asks.
 """
 
@@ -106,6 +107,10 @@ class Metrics:
             registry=r,
         )
         self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+        # Per-request counts wait in plain dicts and reach prometheus-client at scrape time
+        # (`flush`): a library `inc` takes a lock, and these move on every tracking hit.
+        self._pending: dict[tuple[Any, tuple[str, ...]], float] = {}
+        self._requests: dict[tuple[Any, int], int] = {}  # (aiohttp resource, status) -> n
         self._stats: Stats | None = None
         self._stats_at = 0.0
         self._stats_lock = asyncio.Lock()
@@ -119,7 +124,8 @@ class Metrics:
 
     def ingested(self, batch: list[NewEvent], source: str) -> None:
         if len(batch) == 1:
-            self._inc(self.events, (batch[0].event_type, source))
+            key = (self.events, (batch[0].event_type, source))
+            self._pending[key] = self._pending.get(key, 0) + 1
             return
         for etype, n in Tally(e.event_type for e in batch).items():
             self._inc(self.events, (etype, source), n)
@@ -144,10 +150,21 @@ class Metrics:
             self.commit_events.observe(events)
 
     def request(self, request: web.Request, status: int) -> None:
-        # The route's pattern (`/c/{token}`), never the raw path: cardinality stays bounded.
-        resource = request.match_info.route.resource
-        route = resource.canonical if resource is not None else "unmatched"
-        self._inc(self.requests, (route, str(status)))
+        # Counted by resource (one per route: cardinality stays bounded); `flush` names it.
+        key = (request.match_info.route.resource, status)
+        requests = self._requests
+        requests[key] = requests.get(key, 0) + 1
+
+    def flush(self) -> None:
+        """Move the counts waiting in plain dicts into the prometheus-client metrics."""
+        requests, self._requests = self._requests, {}
+        for (resource, status), n in requests.items():
+            # The route's pattern (`/c/{token}`), never the raw path.
+            route = resource.canonical if resource is not None else "unmatched"
+            self._child(self.requests, (route, str(status))).inc(n)
+        pending, self._pending = self._pending, {}
+        for (metric, labels), n in pending.items():
+            self._child(metric, labels).inc(n)
 
     def _child(self, metric: Any, labels: tuple[str, ...]) -> Any:
         """`metric.labels(...)`, cached: the library's lookup takes a lock and builds a tuple."""
@@ -157,7 +174,8 @@ class Metrics:
         return child
 
     def _inc(self, metric: Any, labels: tuple[str, ...], n: float = 1) -> None:
-        self._child(metric, labels).inc(n)
+        key = (metric, labels)
+        self._pending[key] = self._pending.get(key, 0) + n
 
     # -- scrape ----------------------------------------------------------------------------
 
@@ -176,6 +194,7 @@ class Metrics:
         except Exception as exc:  # storage trouble: serve the last values, say so in the log
             log.warning("metrics: cannot read backlog: %s", exc)
         self._set_circuits(runtime)
+        self.flush()
         encoder, content_type = choose_encoder(accept or "")
         return encoder(self.registry), content_type
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
+import re
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
@@ -23,6 +23,10 @@ FIELDS = ("email", "url", "listid", "sendid", "click_tracking_id", "mail_class")
 MAC_BYTES = 16  # 128 bits: forging one is out of reach, and the URL stays short
 MAX_TOKEN = 2048
 MAX_FIELD = 1024
+VERIFIED_CACHE = 4096  # valid tokens each Signer remembers (typically ~200 bytes each)
+
+
+_CONTROL_OR_SPACE = re.compile("[\x00-\x20\x7f]")
 
 
 class TokenError(ValueError):
@@ -31,7 +35,7 @@ class TokenError(ValueError):
 
 def is_safe_url(url: str) -> bool:
     """Only absolute http(s) URLs with a host, and no control characters, are ever signed."""
-    if not url or len(url) > MAX_FIELD or any(ord(c) < 33 or ord(c) == 127 for c in url):
+    if not url or len(url) > MAX_FIELD or _CONTROL_OR_SPACE.search(url):
         return False
     try:
         parts = urlsplit(url)
@@ -49,7 +53,8 @@ def _unb64(text: str) -> bytes:
 
 
 def _mac(key: bytes, kind: str, payload: bytes) -> bytes:
-    return hmac.new(key, kind.encode() + b"\0" + payload, hashlib.sha256).digest()[:MAC_BYTES]
+    # hmac.digest: OpenSSL's one-shot HMAC, no Python HMAC object per call.
+    return hmac.digest(key, kind.encode() + b"\0" + payload, "sha256")[:MAC_BYTES]
 
 
 def sign(key: bytes, kind: str, fields: dict[str, str | None]) -> str:
@@ -73,7 +78,12 @@ def sign(key: bytes, kind: str, fields: dict[str, str | None]) -> str:
 
 
 def verify(keys: Sequence[bytes], kind: str, token: str) -> dict[str, str] | None:
-    """The token's fields if any key signed it for this kind, else None. Never raises."""
+    """The token's fields if any key signed it for this kind, else None. Never raises.
+
+    The checks are all required, so their order does not change the answer: the cheap
+    ones (shape, base64, the payload's kind) come first and the MACs last, so a token of
+    another kind (the click route also asks "is this a honeypot?") costs no HMAC.
+    """
     if not isinstance(token, str) or len(token) > MAX_TOKEN or token.count(".") != 1:
         return None
     body, _, mac = token.partition(".")
@@ -83,11 +93,6 @@ def verify(keys: Sequence[bytes], kind: str, token: str) -> dict[str, str] | Non
         return None
     if _b64(payload) != body or _b64(given) != mac:
         return None  # non-canonical base64 (stray padding bits): not a token we made
-    ok = False
-    for key in keys:  # every key, so timing does not say which one matched
-        ok |= hmac.compare_digest(_mac(key, kind, payload), given)
-    if not ok:
-        return None
     try:
         data = orjson.loads(payload)
     except orjson.JSONDecodeError:
@@ -95,6 +100,11 @@ def verify(keys: Sequence[bytes], kind: str, token: str) -> dict[str, str] | Non
     if not isinstance(data, list) or not data or data[0] != kind or len(data) > len(FIELDS) + 1:
         return None
     if not all(isinstance(v, str) for v in data):
+        return None
+    ok = False
+    for key in keys:  # every key, so timing does not say which one matched
+        ok |= hmac.compare_digest(_mac(key, kind, payload), given)
+    if not ok:
         return None
     fields = {name: value for name, value in zip(FIELDS, data[1:], strict=False) if value}
     if "url" in fields and not is_safe_url(fields["url"]):
@@ -119,13 +129,29 @@ class Signer:
             raise ValueError("at least one tracking secret is needed")
         self.keys = tuple(s.encode() for s in secrets)
         self.public_url = public_url.rstrip("/")
+        # token -> (kind, fields) of tokens that verified: a pixel or link is hit again and
+        # again (reloads, several recipients' clients, scanners), and a token is the exact
+        # string its MAC was checked on, so a hit needs no second HMAC. Bounded, oldest
+        # first out; only valid tokens are kept, so junk cannot push them out. A new
+        # Signer (reload, new secrets) starts empty: a removed secret stops working.
+        self._verified: dict[str, tuple[str, dict[str, str]]] = {}
 
     def url(self, kind: str, **fields: str | None) -> str:
         token = sign(self.keys[0], kind, fields)
         return self.public_url + PATHS[kind].format(token)
 
     def read(self, kind: str, token: str) -> dict[str, str] | None:
-        return verify(self.keys, kind, token)
+        """The token's fields (a fresh dict) if it is a valid `kind` token, else None."""
+        hit = self._verified.get(token)
+        if hit is not None:
+            return dict(hit[1]) if hit[0] == kind else None  # a token has exactly one kind
+        fields = verify(self.keys, kind, token)
+        if fields is not None:
+            cache = self._verified
+            if len(cache) >= VERIFIED_CACHE:
+                del cache[next(iter(cache))]
+            cache[token] = (kind, dict(fields))
+        return fields
 
     @property
     def prefixes(self) -> tuple[str, ...]:

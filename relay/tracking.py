@@ -14,6 +14,7 @@ import logging
 import time
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from .bots import Verdict
 from .events import new_id
@@ -34,6 +35,7 @@ NO_STORE = {
     "Expires": "0",
 }
 MAX_UA = 512
+PIXEL_HEADERS = CIMultiDict({**NO_STORE, "Content-Type": "image/gif"})  # copied per response
 
 
 def client_ip(request: web.Request, trusted: tuple[str, ...]) -> str | None:
@@ -82,18 +84,33 @@ async def _record(
 ) -> bool:
     """Commit one tracking event; False if it could not be stored (logged, never raised)."""
     runtime: Runtime = request.app[RUNTIME]
-    if verdict.is_bot and runtime.config.tracking.bots == "drop":
+    ip = client_ip(request, runtime.config.server.trusted_proxies)
+    user_agent = request.headers.get("User-Agent")
+    return await _store(runtime, etype, fields, verdict, source, ip, user_agent, event_id)
+
+
+async def _store(
+    runtime: Runtime,
+    etype: str,
+    fields: dict,
+    verdict: Verdict,
+    source: str,
+    peer: str | None,
+    user_agent: str | None,
+    event_id: str | None = None,
+) -> bool:
+    """`_record` for a caller that already has the client's address and user agent."""
+    tracking = runtime.config.tracking
+    if verdict.is_bot and tracking.bots == "drop":
         return True
     now = time.time()
-    ip = kept_ip(
-        client_ip(request, runtime.config.server.trusted_proxies), runtime.config.tracking.ip
-    )
+    ip = kept_ip(peer, tracking.ip)
     event = {
         "event_type": etype,
         "id": event_id or new_id(),
         "event_time": int(now),
         **fields,
-        "user_agent": request.headers.get("User-Agent", "")[:MAX_UA],
+        "user_agent": user_agent[:MAX_UA] if user_agent else "",
         "is_bot": verdict.is_bot,
         "bot_reason": verdict.reason,
     }
@@ -130,40 +147,45 @@ def _token(request: web.Request, kind: str) -> dict[str, str] | None:
 
 
 async def open_pixel(request: web.Request) -> web.Response:
-    fields = _token(request, "open")
+    runtime: Runtime = request.app[RUNTIME]
+    fields = runtime.signer.read("open", request.match_info["token"])  # a fresh dict
     # HEAD (aiohttp adds it to GET routes) is a link checker, not an image load: not an open.
     if fields is not None and fields.get("email") and request.method == "GET":
-        runtime = request.app[RUNTIME]
         ip = client_ip(request, runtime.config.server.trusted_proxies)
-        verdict = runtime.bots.open(ip, request.headers.get("User-Agent"))
-        await _record(request, "engine_open", _message_fields(fields), verdict, "pixel")
-    return web.Response(body=PIXEL, content_type="image/gif", headers=NO_STORE)
+        user_agent = request.headers.get("User-Agent")
+        verdict = runtime.bots.open(ip, user_agent)
+        fields.pop("url", None)  # _message_fields, in place
+        await _store(runtime, "engine_open", fields, verdict, "pixel", ip, user_agent)
+    return web.Response(body=PIXEL, headers=PIXEL_HEADERS)
 
 
 async def click(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
+    runtime: Runtime = request.app[RUNTIME]
     token = request.match_info["token"]
-    ip = client_ip(request, runtime.config.server.trusted_proxies)
-    if runtime.signer.read("honeypot", token) is not None:
-        runtime.bots.honeypot(ip)  # only a machine follows an invisible link
-        return web.Response(text="", headers=NO_STORE)
-    fields = runtime.signer.read("click", token)
-    if fields is None or not is_safe_url(fields.get("url", "")):
+    signer = runtime.signer
+    # A token has exactly one kind, so asking "click?" before "honeypot?" changes nothing.
+    fields = signer.read("click", token)  # a fresh dict; a url in it is safe (verify checks)
+    if fields is None:
+        if signer.read("honeypot", token) is not None:
+            # only a machine follows an invisible link
+            runtime.bots.honeypot(client_ip(request, runtime.config.server.trusted_proxies))
+            return web.Response(text="", headers=NO_STORE)
         raise web.HTTPNotFound(text="unknown link")
-    target = fields["url"]
+    target = fields.get("url")
+    if not target:  # verify() only hands back a url that is_safe_url accepts
+        raise web.HTTPNotFound(text="unknown link")
+    ip = client_ip(request, runtime.config.server.trusted_proxies)
     if request.method == "HEAD":  # link checkers: answer like a GET, record nothing
         runtime.bots.head(ip)
         return web.Response(status=302, headers={"Location": target, **NO_STORE})
-    if fields.get("email"):
-        key = (fields["email"], fields.get("sendid", ""))
-        verdict = runtime.bots.click(ip, request.headers.get("User-Agent"), key, target)
-        await _record(
-            request,
-            "engine_click",
-            {**_message_fields(fields), "click_url": target},
-            verdict,
-            "click",
-        )
+    email = fields.get("email")
+    if email:
+        user_agent = request.headers.get("User-Agent")
+        key = (email, fields.get("sendid", ""))
+        verdict = runtime.bots.click(ip, user_agent, key, target)
+        del fields["url"]  # _message_fields, in place
+        fields["click_url"] = target
+        await _store(runtime, "engine_click", fields, verdict, "click", ip, user_agent)
     return web.Response(status=302, headers={"Location": target, **NO_STORE})
 
 

@@ -319,3 +319,48 @@ def test_sign_either_refuses_or_round_trips(kind, values):
         assert values.get("url"), "only a bad url is refused at these lengths"
         return
     assert verify([KEY], kind, token) == {k: v for k, v in values.items() if v}
+
+
+# -- the Signer's memory of verified tokens ------------------------------------------------
+
+
+def test_a_token_read_again_gives_the_same_fields_in_a_fresh_dict():
+    signer = Signer([KEY.decode()], "https://t.example.com")
+    token = sign(KEY, "click", FIELDS)
+    first = signer.read("click", token)
+    assert first == FIELDS
+    first["url"] = "https://evil.example.com/"  # a caller changing its copy
+    first.pop("email")
+    again = signer.read("click", token)
+    assert again == FIELDS and again is not first
+
+
+def test_a_remembered_token_is_still_only_good_for_its_own_kind():
+    signer = Signer([KEY.decode()], "https://t.example.com")
+    token = sign(KEY, "click", FIELDS)
+    assert signer.read("click", token) == FIELDS
+    for kind in KINDS:
+        if kind != "click":
+            assert signer.read(kind, token) is None
+    assert signer.read("click", token + "A") is None
+    assert signer.read("click", token[:-1]) is None
+
+
+def test_invalid_tokens_are_not_remembered_and_the_memory_is_bounded():
+    from relay import tokens
+
+    signer = Signer([KEY.decode()], "https://t.example.com")
+    bad = sign(OLD, "open", FIELDS)
+    assert signer.read("open", bad) is None
+    assert signer.read("open", bad) is None
+    assert signer._verified == {}
+    for i in range(tokens.VERIFIED_CACHE + 10):
+        assert signer.read("open", sign(KEY, "open", {"email": f"u{i}@example.com"}))
+    assert len(signer._verified) == tokens.VERIFIED_CACHE
+
+
+def test_a_new_signer_without_the_old_secret_forgets_its_tokens():
+    old = Signer([OLD.decode()], "https://t.example.com")
+    token = sign(OLD, "open", FIELDS)
+    assert old.read("open", token) is not None
+    assert Signer([KEY.decode()], "https://t.example.com").read("open", token) is None
