@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start a throwaway PostgreSQL cluster for the tests and print its DSN on stdout.
-# Usage: .ci/postgres.sh [DIR]   (stop it with: pg_ctl -D DIR/data stop, as postgres)
+# Usage: .ci/postgres.sh [DIR]   (stop it with: pg_ctl -D DIR/data stop, as postgres;
+# start it again with: pg_ctl -D DIR/data -l DIR/log start -o "$(cat DIR/start-opts)")
 # Installs Debian's `postgresql` package when missing. initdb refuses root, so the cluster
 # runs as the `postgres` user, in a temp directory, on a free port, with its socket there too.
 set -euo pipefail
@@ -15,7 +16,8 @@ chmod 700 "$dir"
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 as_pg "$bin/initdb" -D "$dir/data" -U postgres -A trust --no-sync >/dev/null
-as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w start \
-    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" >/dev/null
+opts="-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300"
+echo "$opts" >"$dir/start-opts"  # tests/pg.py's Cluster starts it again with these
+as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w start -o "$opts" >/dev/null
 as_pg "$bin/psql" -h "$dir" -p "$port" -U postgres -q -c "CREATE DATABASE relay_test" >/dev/null
 echo "postgresql://postgres@127.0.0.1:$port/relay_test"

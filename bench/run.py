@@ -12,6 +12,7 @@ import asyncio
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,9 +23,17 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-EVENT = {"event_type": "engine_open", "email": "customer@example.com", "listid": "t99",
-         "sendid": "t9920110705", "click_tracking_id": "1927393", "engine_ip": "1.2.3.4",
-         "user_agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_10_3)"}
+from . import pg
+
+EVENT = {
+    "event_type": "engine_open",
+    "email": "customer@example.com",
+    "listid": "t99",
+    "sendid": "t9920110705",
+    "click_tracking_id": "1927393",
+    "engine_ip": "1.2.3.4",
+    "user_agent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_10_3)",
+}
 
 
 def _port() -> int:
@@ -39,14 +48,17 @@ class Daemon:
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = workdir / "relay.toml"
         self.config.write_text(
-            f'[server]\nlisten = "127.0.0.1:{self.port}"\n[storage]\npath = "relay.db"\n'
+            f'[server]\nlisten = "127.0.0.1:{self.port}"\n{pg.storage_toml()}'
             f'[log]\ndispatch = "dispatch.log"\n{extra_toml}'
         )
         self.proc: subprocess.Popen | None = None
 
     async def __aenter__(self) -> Daemon:
-        self.proc = subprocess.Popen([sys.executable, "-m", "relay", "serve", "-c", str(self.config)],
-                                     cwd=self.config.parent, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "relay", "serve", "-c", str(self.config)],
+            cwd=self.config.parent,
+            stderr=subprocess.DEVNULL,
+        )
         async with aiohttp.ClientSession() as http:
             for _ in range(200):
                 try:
@@ -66,8 +78,11 @@ class Daemon:
 async def bench_ingest(batch: int, clients: int, seconds: float) -> dict:
     body = orjson.dumps([EVENT] * batch) if batch > 1 else orjson.dumps(EVENT)
     with tempfile.TemporaryDirectory() as tmp:
-        async with Daemon(Path(tmp), '[destinations.feed]\ntype = "pull"\n'
-                          '[[routes]]\nevents = ["*"]\ndestinations = ["feed"]\n') as d:
+        async with Daemon(
+            Path(tmp),
+            '[destinations.feed]\ntype = "pull"\n'
+            '[[routes]]\nevents = ["*"]\ndestinations = ["feed"]\n',
+        ) as d:
             accepted = 0
             deadline = time.monotonic() + seconds
             connector = aiohttp.TCPConnector(limit=clients)
@@ -76,8 +91,11 @@ async def bench_ingest(batch: int, clients: int, seconds: float) -> dict:
                 async def client() -> None:
                     nonlocal accepted
                     while time.monotonic() < deadline:
-                        async with http.post(f"{d.url}/v1/events", data=body,
-                                             headers={"Content-Type": "application/json"}) as r:
+                        async with http.post(
+                            f"{d.url}/v1/events",
+                            data=body,
+                            headers={"Content-Type": "application/json"},
+                        ) as r:
                             if r.status == 202:
                                 accepted += batch
                             await r.read()
@@ -85,8 +103,13 @@ async def bench_ingest(batch: int, clients: int, seconds: float) -> dict:
                 started = time.monotonic()
                 await asyncio.gather(*(client() for _ in range(clients)))
                 elapsed = time.monotonic() - started
-    return {"bench": "ingest", "batch": batch, "clients": clients,
-            "events_per_s": round(accepted / elapsed), "events": accepted}
+    return {
+        "bench": "ingest",
+        "batch": batch,
+        "clients": clients,
+        "events_per_s": round(accepted / elapsed),
+        "events": accepted,
+    }
 
 
 async def bench_deliver(events: int, batch_size: int, concurrency: int) -> dict:
@@ -109,8 +132,10 @@ async def bench_deliver(events: int, batch_size: int, concurrency: int) -> dict:
     await site.start()
     hook_url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
     with tempfile.TemporaryDirectory() as tmp:
-        extra = (f'[destinations.crm]\ntype = "http"\nurl = "{hook_url}"\nbatch_size = {batch_size}\n'
-                 f'concurrency = {concurrency}\n[[routes]]\nevents = ["*"]\ndestinations = ["crm"]\n')
+        extra = (
+            f'[destinations.crm]\ntype = "http"\nurl = "{hook_url}"\nbatch_size = {batch_size}\n'
+            f'concurrency = {concurrency}\n[[routes]]\nevents = ["*"]\ndestinations = ["crm"]\n'
+        )
         daemon = Daemon(Path(tmp), extra)
         # Fill the queue with the destination paused, so the drain is timed on its own.
         _relay("db", "migrate", "-c", str(daemon.config))
@@ -118,8 +143,11 @@ async def bench_deliver(events: int, batch_size: int, concurrency: int) -> dict:
         body = orjson.dumps([EVENT] * 1000)
         async with daemon, aiohttp.ClientSession() as http:
             for _ in range(events // 1000):
-                async with http.post(f"{daemon.url}/v1/events", data=body,
-                                     headers={"Content-Type": "application/json"}) as r:
+                async with http.post(
+                    f"{daemon.url}/v1/events",
+                    data=body,
+                    headers={"Content-Type": "application/json"},
+                ) as r:
                     assert r.status == 202, await r.text()
             started = time.monotonic()
             _relay("resume", "crm", "-c", str(daemon.config))
@@ -130,16 +158,27 @@ async def bench_deliver(events: int, batch_size: int, concurrency: int) -> dict:
     body = orjson.dumps([EVENT] * batch_size if batch_size > 1 else EVENT)
     started = time.monotonic()
     client = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", BARE_CLIENT, hook_url, str(events // batch_size), str(concurrency),
-        body.decode())
+        sys.executable,
+        "-c",
+        BARE_CLIENT,
+        hook_url,
+        str(events // batch_size),
+        str(concurrency),
+        body.decode(),
+    )
     await asyncio.wait_for(done.wait(), 600)
     bare_elapsed = time.monotonic() - started
     await client.wait()
     await runner.cleanup()
-    return {"bench": "deliver", "batch_size": batch_size, "concurrency": concurrency,
-            "deliveries_per_s": round(events / elapsed), "events": events,
-            "bare_client_per_s": round(events / bare_elapsed),
-            "ratio": round(bare_elapsed / elapsed, 2)}
+    return {
+        "bench": "deliver",
+        "batch_size": batch_size,
+        "concurrency": concurrency,
+        "deliveries_per_s": round(events / elapsed),
+        "events": events,
+        "bare_client_per_s": round(events / bare_elapsed),
+        "ratio": round(bare_elapsed / elapsed, 2),
+    }
 
 
 BARE_CLIENT = """
@@ -160,9 +199,44 @@ uvloop.run(main())
 
 
 def _wrk(url: str, seconds: float, connections: int = 64) -> float:
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", url],
-                         check=True, capture_output=True, text=True).stdout
-    return float(next(line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec")))
+    return _wrk_run(url, seconds, connections)[0]
+
+
+def _wrk_run(url: str, seconds: float, connections: int = 64) -> tuple[float, int]:
+    """(requests/s, requests) from one wrk run."""
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", url],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    lines = out.splitlines()
+    rps = float(next(line.split()[1] for line in lines if line.startswith("Requests/sec")))
+    n = int(next(line.split()[0] for line in lines if " requests in " in line))
+    return rps, n
+
+
+def _cpu_s(pid: int) -> tuple[float, float]:
+    """(main thread, whole process) CPU seconds so far, user + system (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def read(path: str) -> float:
+        fields = Path(path).read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+
+    try:
+        return read(f"/proc/{pid}/task/{pid}/stat"), read(f"/proc/{pid}/stat")
+    except OSError:
+        return 0.0, 0.0
+
+
+async def _load(url: str, seconds: float, pid: int) -> tuple[float, float, float]:
+    """wrk on url: (requests/s, event-loop-thread CPU µs per request, other threads' µs)."""
+    main0, all0 = _cpu_s(pid)
+    rps, n = await asyncio.to_thread(_wrk_run, url, seconds)
+    main1, all1 = _cpu_s(pid)
+    main_us = (main1 - main0) / max(n, 1) * 1e6
+    return rps, main_us, (all1 - all0) / max(n, 1) * 1e6 - main_us
 
 
 BARE_APP = """
@@ -178,32 +252,61 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log
 """
 
 
-async def bench_tracking(seconds: float) -> dict:
-    """Pixel and click requests/s with wrk (every hit committed), and a bare aiohttp server."""
-    with tempfile.TemporaryDirectory() as tmp:
-        async with Daemon(Path(tmp), '[destinations.feed]\ntype = "pull"\n'
-                          '[[routes]]\nevents = ["*"]\ndestinations = ["feed"]\n') as d:
-            async with aiohttp.ClientSession() as http:
-                links = [{"kind": "open", "email": "customer@example.com", "sendid": "t9920110705"},
-                         {"kind": "click", "email": "customer@example.com", "sendid": "t9920110705",
-                          "url": "http://www.example.com/"}]
-                async with http.post(f"{d.url}/v1/links", json=links) as r:
-                    open_url, click_url = (await r.json())["urls"]
-            pixel = await asyncio.to_thread(_wrk, open_url, seconds)
-            click = await asyncio.to_thread(_wrk, click_url, seconds)
+async def bench_tracking(seconds: float, rounds: int = 1) -> dict:
+    """Pixel and click requests/s with wrk (every hit committed), and a bare aiohttp server.
+
+    Both servers run side by side and are loaded in turn (relay pixel, bare pixel, relay
+    click, bare click) `rounds` times, so a busy neighbour on a shared box weighs on both
+    alike; each figure is the median over rounds. `*_cpu_us` is the CPU time of the
+    server's event-loop thread per request (from /proc: steadier than requests/s on a
+    shared box); `*_other_us` is the rest of the process (relay: the SQLite thread).
+    """
     port = _port()
     bare = subprocess.Popen([sys.executable, "-c", BARE_APP, str(port)])
     try:
-        await asyncio.sleep(1.0)
-        token = open_url.rsplit("/", 1)[1]
-        bare_pixel = await asyncio.to_thread(_wrk, f"http://127.0.0.1:{port}/o/{token}", seconds)
-        bare_click = await asyncio.to_thread(_wrk, f"http://127.0.0.1:{port}/c/x", seconds)
+        with tempfile.TemporaryDirectory() as tmp:
+            async with Daemon(
+                Path(tmp),
+                '[destinations.feed]\ntype = "pull"\n'
+                '[[routes]]\nevents = ["*"]\ndestinations = ["feed"]\n',
+            ) as d:
+                async with aiohttp.ClientSession() as http:
+                    links = [
+                        {"kind": "open", "email": "customer@example.com", "sendid": "t9920110705"},
+                        {
+                            "kind": "click",
+                            "email": "customer@example.com",
+                            "sendid": "t9920110705",
+                            "url": "http://www.example.com/",
+                        },
+                    ]
+                    async with http.post(f"{d.url}/v1/links", json=links) as r:
+                        open_url, click_url = (await r.json())["urls"]
+                token = open_url.rsplit("/", 1)[1]
+                assert d.proc is not None
+                runs: dict[str, list[tuple[float, float, float]]] = {}
+                for _ in range(rounds):
+                    for name, url, pid in (
+                        ("pixel", open_url, d.proc.pid),
+                        ("bare_pixel", f"http://127.0.0.1:{port}/o/{token}", bare.pid),
+                        ("click", click_url, d.proc.pid),
+                        ("bare_click", f"http://127.0.0.1:{port}/c/x", bare.pid),
+                    ):
+                        runs.setdefault(name, []).append(await _load(url, seconds, pid))
     finally:
         bare.terminate()
         bare.wait()
-    return {"bench": "tracking", "pixel_rps": round(pixel), "click_rps": round(click),
-            "bare_pixel_rps": round(bare_pixel), "bare_click_rps": round(bare_click),
-            "pixel_ratio": round(pixel / bare_pixel, 2), "click_ratio": round(click / bare_click, 2)}
+    result: dict = {"bench": "tracking"}
+    for name, samples in runs.items():
+        result[f"{name}_rps"] = round(statistics.median(s[0] for s in samples))
+    for name in ("pixel", "click"):
+        ratios = [r[0] / b[0] for r, b in zip(runs[name], runs[f"bare_{name}"], strict=True)]
+        result[f"{name}_ratio"] = round(statistics.median(ratios), 2)
+    for name, samples in runs.items():
+        result[f"{name}_cpu_us"] = round(statistics.median(s[1] for s in samples), 1)
+        if not name.startswith("bare"):
+            result[f"{name}_other_us"] = round(statistics.median(s[2] for s in samples), 1)
+    return result
 
 
 def _relay(*args: str) -> None:
@@ -212,7 +315,13 @@ def _relay(*args: str) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.run")
+    p.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
+    p.add_argument("--dsn", help="--backend postgres: a database to make schemas in")
     sub = p.add_subparsers(dest="what", required=True)
+    pull = sub.add_parser("pull", help="claim + ack through the pull API")
+    pull.add_argument("--events", type=int, default=50_000)
+    pull.add_argument("--batch", type=int, default=1000)
+    pull.add_argument("--clients", type=int, default=2)
     i = sub.add_parser("ingest")
     i.add_argument("--batch", type=int, default=100)
     i.add_argument("--clients", type=int, default=16)
@@ -223,6 +332,7 @@ def main() -> None:
     d.add_argument("--concurrency", type=int, default=16)
     t = sub.add_parser("tracking")
     t.add_argument("--seconds", type=float, default=10)
+    t.add_argument("--rounds", type=int, default=1, help="interleaved rounds; medians")
     lat = sub.add_parser("latency", help="end-to-end 202 → receiver at a fixed rate")
     lat.add_argument("--rate", type=int, default=1000)
     lat.add_argument("--seconds", type=float, default=10)
@@ -235,6 +345,7 @@ def main() -> None:
     a.add_argument("--deliver-events", type=int, default=20000)
     args = p.parse_args()
     os.environ.setdefault("PYTHONHASHSEED", "0")
+    pg.use(args.backend, args.dsn)
     from . import suite
 
     if args.what == "all":
@@ -245,7 +356,9 @@ def main() -> None:
     elif args.what == "backlog":
         result = asyncio.run(suite.bench_backlog(args.events))
     elif args.what == "tracking":
-        result = asyncio.run(bench_tracking(args.seconds))
+        result = asyncio.run(bench_tracking(args.seconds, args.rounds))
+    elif args.what == "pull":
+        result = asyncio.run(pg.bench_pull(args.events, args.batch, args.clients))
     elif args.what == "ingest":
         result = asyncio.run(bench_ingest(args.batch, args.clients, args.seconds))
     else:

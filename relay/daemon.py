@@ -20,6 +20,7 @@ from aiohttp import web
 from .config import Config, ConfigError, PullDestination, load
 from .dispatch_log import DispatchLog
 from .notify import Heartbeat, Notifier, status_line
+from .periodic import leads
 from .runtime import Runtime
 from .store import StorageUnavailable, make_store
 from .web import create_app
@@ -111,7 +112,9 @@ class Daemon:
             try:
                 await self.runtime.refresh_paused()
                 await self.runtime.take_flushes()
-                if time.time() - last_purge > PURGE_EVERY_S:
+                if time.time() - last_purge > PURGE_EVERY_S and await leads(
+                    self.runtime.store, "retention"
+                ):  # one node of a cluster runs retention
                     last_purge = time.time()
                     cutoff = time.time() - self.runtime.config.storage.retention_s
                     if purged := await self.runtime.store.purge(cutoff):

@@ -100,7 +100,12 @@ class Dispatcher:
 
     async def _run(self) -> None:
         try:
-            await self._loop()
+            while not self._stopping:
+                try:
+                    await self._loop()
+                except Exception:  # the store is briefly away: never end the dispatcher
+                    log.exception("dispatcher %s failed; resuming shortly", self.name)
+                    await self._sleep(IDLE_POLL_S)
         finally:
             if self._claiming is not None:  # let a claim in flight land, then hand it back
                 with contextlib.suppress(Exception):
@@ -221,7 +226,11 @@ class Dispatcher:
         self._wake.clear()
         if self._stopping:  # stop() woke us during the claim: don't sleep through it
             return
-        due = await self.store.next_due(self.name)
+        try:
+            due = await self.store.next_due(self.name)
+        except Exception:  # storage briefly away: poll again, never end the loop
+            log.warning("next_due failed for %s; polling", self.name, exc_info=True)
+            due = None
         wait = IDLE_POLL_S if due is None else min(IDLE_POLL_S, max(0.0, due - time.time()))
         if wait > 0:
             await self._sleep(wait, clear=False)  # keep a wake that came during the query
@@ -244,7 +253,10 @@ class Dispatcher:
         # waits for its group commit (holding the slot through the commit halved throughput).
         self._free_slot(asyncio.current_task())
         self._feed_circuit(result, probe)
-        await self._record(claims, result, ms)
+        try:
+            await self._record(claims, result, ms)
+        except Exception:  # unrecorded: the leases run out and the deliveries go again
+            log.exception("recording the outcome failed for %s", self.name)
         return result
 
     def _feed_circuit(self, result: Result, probe: bool) -> None:

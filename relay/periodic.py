@@ -31,6 +31,14 @@ log = logging.getLogger("relay.dispatch")
 CLAIM_CHUNK = 5000  # rows per claim transaction: a 100k-event file doesn't hold the writer long
 
 
+async def leads(store: Store, name: str) -> bool:
+    """Whether this node runs the cluster-wide singleton `name`. Several nodes on one
+    PostgreSQL share a lease row (`PostgresStore.lead`); a store without one (SQLite: one
+    node) always leads."""
+    lead = getattr(store, "lead", None)
+    return True if lead is None else await lead(name)
+
+
 class PeriodicDispatcher(Dispatcher):
     """Same surface as `Dispatcher` (start, stop, wake, paused, running, counts), plus `flush`."""
 
@@ -61,8 +69,13 @@ class PeriodicDispatcher(Dispatcher):
             self._wake.clear()
             try:
                 if not self.paused and await self._round_due():
-                    await self._round()
-                    continue
+                    # One node of a cluster builds each message or file of a period.
+                    if await leads(self.store, f"periodic:{self.name}"):
+                        await self._round()
+                        continue
+                    if self._flush:  # `relay flush` was taken here: hand it to the leader
+                        self._flush = False
+                        await self.store.request_flush(self.name)
             except Exception:  # the store is briefly unavailable: log, try again shortly
                 log.exception("periodic round failed for %s; retrying shortly", self.name)
             wait = IDLE_POLL_S

@@ -38,12 +38,38 @@ def server_dsn() -> str:
 
 
 def _stop(where: Path) -> None:
+    _pg_ctl(where, "stop", "-m", "immediate", check=False)
+    shutil.rmtree(where, ignore_errors=True)
+
+
+def _pg_ctl(where: Path, *args: str, check: bool = True) -> None:
     pg_ctl = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))[-1]
-    cmd = [str(pg_ctl), "-D", str(where / "data"), "stop", "-m", "immediate"]
+    cmd = [str(pg_ctl), "-D", str(where / "data"), *args]
     if os.geteuid() == 0:
         cmd = ["runuser", "-u", "postgres", "--", *cmd]
-    subprocess.run(cmd, capture_output=True, check=False)
-    shutil.rmtree(where, ignore_errors=True)
+    subprocess.run(cmd, capture_output=True, check=check)
+
+
+class Cluster:
+    """A PostgreSQL cluster of a test's own, which it may stop and start again (outages)."""
+
+    def __init__(self) -> None:
+        self.where = Path(tempfile.mkdtemp(prefix="relay-pg-own-"))
+        out = subprocess.run(
+            ["bash", str(SCRIPT), str(self.where)], check=True, capture_output=True, text=True
+        )
+        self.dsn = out.stdout.strip().splitlines()[-1]
+
+    def stop(self) -> None:
+        """A fast shutdown: every connection is cut, the server is gone until `start`."""
+        _pg_ctl(self.where, "stop", "-m", "fast", "-w")
+
+    def start(self) -> None:
+        opts = (self.where / "start-opts").read_text().strip()
+        _pg_ctl(self.where, "start", "-w", "-l", str(self.where / "log"), "-o", opts)
+
+    def destroy(self) -> None:
+        _stop(self.where)
 
 
 def run_sync(work: Callable[[], Awaitable[Any]]) -> Any:
@@ -72,9 +98,9 @@ def execute(sql: str, dsn: str | None = None) -> None:
     run_sync(work)
 
 
-def fresh_schema_dsn() -> str:
+def fresh_schema_dsn(base: str | None = None) -> str:
     """A DSN whose tables live in a new, empty schema of their own (one per test)."""
     name = f"t_{secrets.token_hex(6)}"
-    execute(f"CREATE SCHEMA {name}")
-    base = server_dsn()
+    base = base or server_dsn()
+    execute(f"CREATE SCHEMA {name}", base)
     return f"{base}{'&' if '?' in base else '?'}search_path={name}"

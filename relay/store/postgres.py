@@ -14,58 +14,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import socket
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from .base import (
-    Attempt,
-    Claimed,
-    DeadDelivery,
-    DestinationStats,
-    NewEvent,
-    ReplayFilter,
-    State,
-    Stats,
-    StorageUnavailable,
-)
-from .pg_sql import CLAIM, MIGRATIONS, NOW, PURGE
+from .base import Attempt, AuditEntry, Claimed, NewEvent, ReplayFilter, State, StorageUnavailable
+from .pg_acks import PostgresAcks
+from .pg_base import _DOWN, _RETRY, DURABLE, SingletonLeases, _statement_cache, _unavailable
+from .pg_ingest import PostgresIngest
+from .pg_reads import PostgresReads
+from .pg_sql import ACK_LEASE, CLAIM, FOLD, MIGRATIONS, NOW, PURGE, REPLAY, UNCLAIM
+
+__all__ = ["PostgresStore", "_statement_cache"]
 
 PENDING, LEASED, DELIVERED, DEAD = (int(s) for s in State)
 MIGRATE_LOCK = 0x72656C6179  # "relay": the advisory lock key that serializes migrations
-WAKE_CHANNEL = "relay_wake"  # NOTIFY payload: destination names, one per line
-NOTIFY_EVERY_S = 0.1  # at most one NOTIFY per destination per node this often
-LISTEN_CHECK_S = 5.0  # how often the listener proves its connection is alive
-
-# Errors that mean "the database is not there right now": the caller answers 503.
-_DOWN = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,  # a query sent on a connection the server just dropped
-    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, crash recovery
-    asyncpg.exceptions.InsufficientResourcesError,  # disk full, too many connections
-    asyncpg.exceptions.ReadOnlySQLTransactionError,  # a standby
-)
-_RETRY = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
-
-Key = tuple[str, str, str]
+TOKEN_BLOCK = 1 << 20  # fencing tokens a node takes per round trip to `lease_blocks`
+FOLD_EVERY_S = 5.0  # how often a node folds the counter deltas (see pg_sql.py)
 
 
-@contextlib.contextmanager
-def _unavailable() -> Any:
-    try:
-        yield
-    except _DOWN as exc:
-        raise StorageUnavailable(f"postgres: {exc}") from exc
-
-
-class PostgresStore:
+class PostgresStore(PostgresIngest, PostgresAcks, SingletonLeases, PostgresReads):
     """`base.Store` on a PostgreSQL database shared by every node."""
 
     def __init__(self, dsn: str, *, pool_size: int = 8, node: str | None = None) -> None:
@@ -86,6 +57,16 @@ class PostgresStore:
         self.on_wake: Callable[[set[str]], None] | None = None
         self._notified: dict[str, float] = {}
         self._listener: asyncio.Task | None = None
+        self._acks: list[tuple[list[Claimed], Attempt | None, asyncio.Future]] = []
+        self._ack_wakeup = asyncio.Event()
+        self._acker: asyncio.Task | None = None
+        self._folder: asyncio.Task | None = None
+        # Cluster-wide singletons this node holds, each with when (monotonic) it must stop
+        # trusting its lease unless renewed; renewed by `_renew_loop`.
+        self._held: dict[str, float] = {}
+        self._renewer: asyncio.Task | None = None
+        self._next_token = 0  # a multiple of TOKEN_BLOCK: take a new block first
+        self._lost_claims: list[int] = []  # tokens of claims whose answer was lost
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -93,8 +74,20 @@ class PostgresStore:
         try:
             with _unavailable():
                 dsn, cache = _statement_cache(self.dsn)
+                # Commits are not waited for on disk by default: a claim, ack or retry lost
+                # to a crash of the database server only means a delivery goes out again
+                # (at-least-once), as on SQLite where only ingest commits are fsynced. An
+                # ingest commit (a 2xx depends on it) and operator actions turn it back on.
+                # Behind PgBouncer (statement_cache_size=0), which refuses unknown start-up
+                # parameters, set it for relay's role instead (README).
+                settings = {"synchronous_commit": "off"} if cache else {}
                 self._pool = await asyncpg.create_pool(
-                    dsn, min_size=1, max_size=self.pool_size, timeout=10, statement_cache_size=cache
+                    dsn,
+                    min_size=1,
+                    max_size=self.pool_size,
+                    timeout=10,
+                    statement_cache_size=cache,
+                    server_settings=settings,
                 )
                 await self._migrate()
         except BaseException:
@@ -103,6 +96,9 @@ class PostgresStore:
         self._closing = False
         self._writer = asyncio.create_task(self._write_loop(), name="store-writer")
         self._listener = asyncio.create_task(self._listen_loop(), name="store-listener")
+        self._acker = asyncio.create_task(self._ack_loop(), name="store-acker")
+        self._folder = asyncio.create_task(self._fold_loop(), name="store-folder")
+        self._renewer = asyncio.create_task(self._renew_loop(), name="store-singletons")
 
     async def _migrate(self) -> None:
         async with self._conn() as db, db.transaction():
@@ -126,16 +122,23 @@ class PostgresStore:
         return await self._val("SELECT max(version) FROM relay_schema")
 
     async def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-            self._listener = None
-        if self._writer is not None:
-            self._closing = True
-            self._wakeup.set()
-            await self._writer
-            self._writer = None
+        for task in (self._listener, self._folder, self._renewer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._listener = self._folder = self._renewer = None
+        if self._held and self._pool is not None:  # hand them over now, not at expiry
+            self._held = {}
+            with contextlib.suppress(Exception):
+                await self._exec("DELETE FROM singletons WHERE node = $1", self.node)
+        self._closing = True
+        self._wakeup.set()
+        self._ack_wakeup.set()
+        for task in (self._writer, self._acker):  # both finish what is queued, then end
+            if task is not None:
+                await task
+        self._writer = self._acker = None
         await self._close_pool()
 
     async def _close_pool(self) -> None:
@@ -171,143 +174,40 @@ class PostgresStore:
             status = await db.execute(sql, *args)
         return int(status.rsplit(" ", 1)[-1]) if status[-1:].isdigit() else 0
 
-    # -- group commit ----------------------------------------------------------------------
-
-    async def append(self, events: list[NewEvent]) -> int:
-        if self._closing or self._writer is None:
-            raise StorageUnavailable("store is closed")
-        future = asyncio.get_running_loop().create_future()
-        self._appends.append((events, future))
-        self._wakeup.set()
-        return await future
-
-    async def _write_loop(self) -> None:
-        while True:
-            if not self._appends:
-                if self._closing:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            group, self._appends = self._appends, []
-            await self._commit_group(group)
-
-    async def _commit_group(self, group: list[tuple[list[NewEvent], asyncio.Future]]) -> None:
-        started = time.monotonic()
-        events = [e for batch, _ in group for e in batch]
-        try:
-            stored = await self._insert_retrying(events)
-        except Exception as exc:
-            if len(group) > 1:  # don't let one bad batch fail its neighbours
-                for one in group:
-                    await self._commit_group([one])
-                return
-            error = StorageUnavailable(str(exc)) if isinstance(exc, _DOWN) else exc
-            for _, future in group:
-                if not future.done():
-                    future.set_exception(error)
-            return
-        self.commits += 1
-        self.last_commit_size = len(events)
-        if self.on_commit is not None:
-            self.on_commit(len(group), len(events), time.monotonic() - started)
-        for batch, future in group:
-            new = sum(1 for e in batch if stored.pop(e.id, False))
-            if not future.done():
-                future.set_result(new)
-
-    async def _insert_retrying(self, events: list[NewEvent]) -> dict[str, bool]:
-        for attempt in range(3):
-            try:
-                async with self._conn() as db, db.transaction():
-                    stored = await _insert(db, events)
-                    if wake := self._to_notify(events, stored):
-                        # Inside the transaction: delivered to listeners at commit only.
-                        await db.execute("SELECT pg_notify($1, $2)", WAKE_CHANNEL, wake)
-                    return stored
-            except _RETRY:  # two nodes inserting the same ids in another order
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
-
-    def _to_notify(self, events: list[NewEvent], stored: dict[str, bool]) -> str:
-        """The destinations worth a NOTIFY: new work, not announced in the last 100 ms."""
-        now = time.monotonic()
-        names = {d for e in events if stored.get(e.id) for d, _ in e.deliveries}
-        due = sorted(n for n in names if now - self._notified.get(n, 0.0) >= NOTIFY_EVERY_S)
-        for name in due:
-            self._notified[name] = now
-        return "\n".join(due)
-
-    async def _listen_loop(self) -> None:
-        """One LISTEN connection per node; it checks itself and reconnects when lost."""
-        dsn, cache = _statement_cache(self.dsn)
-        while True:
-            db: asyncpg.Connection | None = None
-            try:
-                db = await asyncpg.connect(dsn, timeout=10, statement_cache_size=cache)
-                await db.add_listener(WAKE_CHANNEL, self._notified_cb)
-                while True:
-                    await asyncio.sleep(LISTEN_CHECK_S)
-                    await asyncio.wait_for(db.fetchval("SELECT 1"), LISTEN_CHECK_S)
-            except (*_DOWN, asyncpg.PostgresError):
-                await asyncio.sleep(1.0)  # the database is away: the idle poll still works
-            finally:
-                if db is not None:
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(db.close(), 2)
-
-    def _notified_cb(self, _db: object, _pid: int, _channel: str, payload: str) -> None:
-        if self.on_wake is not None and payload:
-            self.on_wake(set(payload.split("\n")))
+    async def _durable(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        """One statement whose commit is on disk before this returns (operator actions)."""
+        async with self._conn() as db, db.transaction():
+            await db.execute(DURABLE)
+            return await db.fetch(sql, *args)
 
     # -- the queue verbs -------------------------------------------------------------------
 
     async def claim(self, destination: str, limit: int, lease_s: float) -> list[Claimed]:
-        rows = await self._rows(CLAIM, destination, limit, lease_s, self.node)
+        if self._lost_claims:
+            await self._exec(UNCLAIM, self._lost_claims)
+            self._lost_claims = []
+        token = await self._token()
+        try:
+            rows = await self._rows(CLAIM, destination, limit, lease_s, self.node, token)
+        except StorageUnavailable:
+            # The claim may have committed with its answer lost: hand its rows back as soon
+            # as the database answers again (next claim), not when the lease runs out.
+            self._lost_claims.append(token)
+            raise
         return [Claimed(*r) for r in rows]
 
-    async def _finish(self, sql: str, *columns: list[Any]) -> None:
-        if columns[0]:
-            await self._exec(sql, *columns)
-
-    async def ack(self, claims: list[Claimed], attempt: Attempt | None = None) -> None:
-        await self._finish(
-            f"UPDATE deliveries d SET state = 2, lease = NULL, last_error = NULL, updated_at = {NOW}"
-            " FROM unnest($1::bigint[], $2::bigint[]) AS c(id, lease)"
-            " WHERE d.id = c.id AND d.lease = c.lease",
-            [c.delivery_id for c in claims],
-            [c.lease for c in claims],
-        )
-
-    async def retry(
-        self, claims: list[tuple[Claimed, float]], error: str | None, attempt: Attempt | None = None
-    ) -> None:
-        await self._finish(
-            "UPDATE deliveries d SET state = 0, due_at = c.due_at, lease = NULL,"
-            f" last_error = $4, updated_at = {NOW}"
-            " FROM unnest($1::bigint[], $2::bigint[], $3::float8[]) AS c(id, lease, due_at)"
-            " WHERE d.id = c.id AND d.lease = c.lease",
-            [c.delivery_id for c, _ in claims],
-            [c.lease for c, _ in claims],
-            [due for _, due in claims],
-            error,
-        )
-
-    async def dead(
-        self, claims: list[Claimed], error: str | None, attempt: Attempt | None = None
-    ) -> None:
-        await self._finish(
-            f"UPDATE deliveries d SET state = 3, lease = NULL, last_error = $3, updated_at = {NOW}"
-            " FROM unnest($1::bigint[], $2::bigint[]) AS c(id, lease)"
-            " WHERE d.id = c.id AND d.lease = c.lease",
-            [c.delivery_id for c in claims],
-            [c.lease for c in claims],
-            error,
-        )
+    async def _token(self) -> int:
+        """A fencing token unique across nodes and restarts: block * TOKEN_BLOCK + n."""
+        if self._next_token % TOKEN_BLOCK == 0:
+            block = await self._val("SELECT nextval('lease_blocks')")
+            self._next_token = block * TOKEN_BLOCK + 1
+        token, self._next_token = self._next_token, self._next_token + 1
+        return token
 
     async def release(self, claims: list[Claimed]) -> None:
-        await self._finish(
+        if not claims:
+            return
+        await self._exec(
             f"UPDATE deliveries d SET state = 0, due_at = {NOW}, attempts = d.attempts - 1,"
             f" lease = NULL, updated_at = {NOW}"
             " FROM unnest($1::bigint[], $2::bigint[]) AS c(id, lease)"
@@ -317,14 +217,7 @@ class PostgresStore:
         )
 
     async def ack_lease(self, destination: str, lease: int) -> list[str]:
-        rows = await self._rows(
-            f"UPDATE deliveries d SET state = 2, lease = NULL, updated_at = {NOW} FROM events e"
-            " WHERE d.lease = $1 AND d.state = 1 AND d.destination = $2 AND e.seq = d.event_seq"
-            " RETURNING e.id",
-            lease,
-            destination,
-        )
-        return [r[0] for r in rows]
+        return [r[0] for r in await self._rows(ACK_LEASE, lease, destination)]
 
     async def release_leases(self, keep: list[str]) -> int:
         # Only this node's claims: other nodes are running and still hold theirs.
@@ -335,22 +228,34 @@ class PostgresStore:
             keep,
         )
 
-    async def replay(self, where: ReplayFilter, dry_run: bool = False) -> list[str]:
+    async def replay(
+        self, where: ReplayFilter, dry_run: bool = False, rate: float | None = None
+    ) -> list[str]:
         clause, params = _replay_where(where)
         if dry_run:
             sql = (
-                f"SELECT e.id FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE {clause}"
+                f"SELECT e.id FROM deliveries d JOIN events e ON e.seq = d.event_seq"
+                f" WHERE {clause} ORDER BY d.id"
             )
         else:
-            sql = (
-                f"UPDATE deliveries d SET state = 0, attempts = 0, due_at = {NOW}, lease = NULL,"
-                f" updated_at = {NOW} FROM events e WHERE e.seq = d.event_seq AND {clause}"
-                " RETURNING e.id"
-            )
-        return [r[0] for r in await self._rows(sql, *params)]
+            params.append(rate)
+            sql = REPLAY.replace("{where}", clause).replace("{rate}", f"${len(params)}")
+        return [r[0] for r in await self._durable(sql, *params)]
+
+    async def audit(self, entry: AuditEntry) -> None:
+        await self._durable(
+            "INSERT INTO audit (ts, actor, action, target, count, detail)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            entry.ts,
+            entry.actor,
+            entry.action,
+            entry.target,
+            entry.count,
+            entry.detail,
+        )
 
     async def pause(self, destination: str, until: float | None) -> None:
-        await self._exec(
+        await self._durable(
             "INSERT INTO paused (destination, until) VALUES ($1, $2)"
             " ON CONFLICT (destination) DO UPDATE SET until = excluded.until",
             destination,
@@ -358,7 +263,7 @@ class PostgresStore:
         )
 
     async def resume(self, destination: str) -> None:
-        await self._exec("DELETE FROM paused WHERE destination = $1", destination)
+        await self._durable("DELETE FROM paused WHERE destination = $1", destination)
 
     async def request_flush(self, destination: str) -> None:
         await self._exec(
@@ -376,10 +281,21 @@ class PostgresStore:
         """Delete in chunks, one short statement each, so ingestion never waits long."""
         total = 0
         while True:
-            n = sum([await self._exec(sql, older_than) for sql in PURGE])
+            n = sum([await self._val(sql, older_than) for sql in PURGE])
             if n == 0:
                 return total
             total += n
+
+    async def fold_counts(self) -> None:
+        """Fold the counter deltas into one row per key (any node, any time: see FOLD)."""
+        with contextlib.suppress(*_RETRY):
+            await self._exec(FOLD)
+
+    async def _fold_loop(self) -> None:
+        while True:
+            await asyncio.sleep(FOLD_EVERY_S * (0.75 + random.random() / 2))
+            with contextlib.suppress(StorageUnavailable, asyncpg.PostgresError):
+                await self.fold_counts()
 
     async def backup(self, target: Any) -> None:
         raise StorageUnavailable(
@@ -397,128 +313,6 @@ class PostgresStore:
                 " ON CONFLICT (destination) DO NOTHING"
             )
             await db.execute("DELETE FROM paused WHERE destination = '#readyz'")
-
-    async def next_due(self, destination: str) -> float | None:
-        return await self._val(
-            "SELECT min(due_at) FROM deliveries WHERE destination = $1 AND state < 2", destination
-        )
-
-    async def stats(self) -> Stats:
-        now = time.time()
-        stats = Stats()
-        counts = await self._rows(
-            f"SELECT destination, state, due_at <= {NOW}, count(*), min(created_at)"
-            " FROM deliveries GROUP BY 1, 2, 3"
-        )
-        for destination, state, due, count, oldest in counts:
-            d = stats.destinations.setdefault(destination, DestinationStats())
-            if state == PENDING or (state == LEASED and due):  # an expired lease is pending again
-                d.pending += count
-                age = round(now - oldest, 3)
-                d.oldest_pending_s = max(d.oldest_pending_s or 0.0, age)
-            elif state == LEASED:
-                d.leased += count
-            elif state == DELIVERED:
-                d.delivered += count
-            else:
-                d.dead += count
-        [row] = await self._rows("SELECT count(*), count(*) FILTER (WHERE routed = 0) FROM events")
-        stats.events, stats.unrouted = row
-        return stats
-
-    async def dead_list(
-        self, destination: str | None = None, after: int = 0, limit: int = 100
-    ) -> list[DeadDelivery]:
-        rows = await self._rows(
-            "SELECT d.id, e.id, e.event_type, d.destination, d.attempts, d.last_error,"
-            " d.created_at, d.updated_at FROM deliveries d JOIN events e ON e.seq = d.event_seq"
-            " WHERE d.state = 3 AND d.id > $1 AND ($2::text IS NULL OR d.destination = $2)"
-            " ORDER BY d.id LIMIT $3",
-            after,
-            destination,
-            limit,
-        )
-        return [DeadDelivery(*r) for r in rows]
-
-    async def paused(self) -> dict[str, float | None]:
-        rows = await self._rows("SELECT destination, until FROM paused")
-        return {name: until for name, until in rows}
-
-
-async def _insert(db: asyncpg.Connection, events: list[NewEvent]) -> dict[str, bool]:
-    """Insert events not stored before, with their deliveries; map each id to "was new".
-
-    `ON CONFLICT (id) DO NOTHING` makes a re-sent id a no-op across nodes; a first-flag key
-    is claimed with the same trick, so `first` holds across nodes as well.
-    """
-    first_of: dict[str, NewEvent] = {}
-    for e in events:
-        first_of.setdefault(e.id, e)
-    unique = list(first_of.values())
-    rows = await db.fetch("SELECT id FROM events WHERE id = ANY($1::text[])", list(first_of))
-    known = {r[0] for r in rows}
-    fresh = [e for e in unique if e.id not in known]
-    firsts = await _new_firsts(db, [e.first_key for e in fresh if e.first_key])
-    bodies = []
-    for e in fresh:
-        body = e.body
-        if e.first_key is not None:
-            first = e.first_key in firsts
-            firsts.discard(e.first_key)  # only the first of a batch is first
-            body = body[:-1] + (b',"first":true}' if first else b',"first":false}')
-        bodies.append(body)
-    rows = await db.fetch(
-        "INSERT INTO events (id, event_type, received_at, routed, body)"
-        " SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::int[], $5::bytea[])"
-        " ON CONFLICT (id) DO NOTHING RETURNING id, seq",
-        [e.id for e in fresh],
-        [e.event_type for e in fresh],
-        [e.received_at for e in fresh],
-        [len(e.deliveries) for e in fresh],
-        bodies,
-    )
-    seqs = {r[0]: r[1] for r in rows}
-    deliveries = [
-        (seqs[e.id], dest, due_at, e.received_at)
-        for e in fresh
-        if e.id in seqs
-        for dest, due_at in e.deliveries
-    ]
-    if deliveries:
-        await db.execute(
-            "INSERT INTO deliveries (event_seq, destination, state, due_at, attempts,"
-            " created_at, updated_at)"
-            " SELECT s, d, 0, due, 0, c, c FROM unnest($1::bigint[], $2::text[], $3::float8[],"
-            " $4::float8[]) AS t(s, d, due, c)",
-            *(list(col) for col in zip(*deliveries, strict=True)),
-        )
-    return {e.id: e.id in seqs for e in unique}
-
-
-async def _new_firsts(db: asyncpg.Connection, keys: list[Key]) -> set[Key]:
-    """Record these first-flag keys; return those never seen before."""
-    unique = sorted(set(keys))  # one order for every node: no deadlocks between them
-    if not unique:
-        return set()
-    rows = await db.fetch(
-        f"INSERT INTO firsts (event_type, email, sendid, seen_at)"
-        f" SELECT t, e, s, {NOW} FROM unnest($1::text[], $2::text[], $3::text[]) AS k(t, e, s)"
-        " ON CONFLICT DO NOTHING RETURNING event_type, email, sendid",
-        *(list(col) for col in zip(*unique, strict=True)),
-    )
-    return {tuple(r) for r in rows}  # type: ignore[misc]
-
-
-def _statement_cache(dsn: str) -> tuple[str, int]:
-    """Take `statement_cache_size=N` out of the DSN (asyncpg would send it as a server
-    setting): `0` is what PgBouncer in transaction mode needs."""
-    parts = urlsplit(dsn)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    sizes = [int(v) for k, v in query if k == "statement_cache_size"]
-    if not sizes:
-        return dsn, 100  # asyncpg's default
-    rest = urlencode([(k, v) for k, v in query if k != "statement_cache_size"])
-    return urlunsplit(parts._replace(query=rest)), sizes[-1]
 
 
 def _replay_where(where: ReplayFilter) -> tuple[str, list[Any]]:
