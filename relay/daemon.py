@@ -22,6 +22,7 @@ from .dispatch_log import DispatchLog
 from .notify import Heartbeat, Notifier, status_line
 from .periodic import leads
 from .runtime import Runtime
+from .spool import Spool
 from .store import StorageUnavailable, make_store
 from .web import create_app
 
@@ -64,6 +65,9 @@ class Daemon:
         self.runtime = runtime = Runtime(config, store, DispatchLog(config.dispatch_log, node))
         if hasattr(store, "on_wake"):  # other nodes' ingest wakes our dispatchers
             store.on_wake = runtime.wake
+        if config.storage.backend == "postgres":  # a tracking link must never break
+            runtime.spool = Spool(Path(f"{config.storage.path}.spool"))
+            await runtime.spool.open()
         self._runner = web.AppRunner(
             create_app(runtime), access_log=None, handle_signals=False, shutdown_timeout=5.0
         )
@@ -110,6 +114,7 @@ class Daemon:
                 self._hup.clear()
                 await self.reload()
             try:
+                await self.runtime.drain_spool()
                 await self.runtime.refresh_paused()
                 await self.runtime.take_flushes()
                 if time.time() - last_purge > PURGE_EVERY_S and await leads(
@@ -133,6 +138,8 @@ class Daemon:
         await runtime.stop_dispatchers()
         stats = await runtime.store.stats()
         await runtime.store.close()
+        if runtime.spool is not None:
+            runtime.spool.close()
         runtime.log.close()
         summary = runtime.summary()
         summary["pending"] = sum(d.pending + d.leased for d in stats.destinations.values())

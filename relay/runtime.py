@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import secrets
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -27,7 +28,8 @@ from .metrics import Metrics
 from .periodic import PeriodicDispatcher
 from .routing import Router
 from .senders import make_dispatcher
-from .store import NewEvent, Store
+from .spool import Spool
+from .store import NewEvent, StorageUnavailable, Store
 from .tokens import Signer
 
 log = logging.getLogger("relay")
@@ -66,6 +68,7 @@ class Runtime:
         self.router = Router(config.routes, config.destinations)
         self.dispatchers: dict[str, Dispatcher] = {}
         self.pull_activity: dict[str, Activity] = {}  # pull destinations' leases and acks
+        self.spool: Spool | None = None  # tracking events kept while PostgreSQL is away
         self.paused: dict[str, float | None] = {}
         self.ingested: Counter[str] = Counter()  # by source
         self.signer = Signer(tracking_secrets(config), config.server.public_url)
@@ -100,6 +103,36 @@ class Runtime:
         self.ingested[source] += len(batch)
         self.metrics.ingested(batch, source)
         self.wake({name for e in batch for name, _ in e.deliveries})
+
+    async def spool_events(self, batch: list[NewEvent]) -> bool:
+        """Keep tracking events in the local spool while the shared database is away
+        (PostgreSQL only); False when there is no spool or it cannot take them."""
+        if self.spool is None:
+            return False
+        try:
+            kept = await self.spool.put(batch)
+        except (OSError, sqlite3.Error) as exc:
+            log.error("spool write failed: %s", exc)
+            return False
+        if kept and self.spool.count == len(batch):
+            log.warning("storage unavailable: spooling tracking events to %s", self.spool.path)
+        return kept
+
+    async def drain_spool(self) -> None:
+        """Move spooled tracking events into the store once it answers again (upkeep)."""
+        if self.spool is None or self.spool.count == 0:
+            return
+
+        async def append(events: list[NewEvent]) -> None:
+            await self.store.append(events)
+            self.wake({name for e in events for name, _ in e.deliveries})
+
+        try:
+            moved = await self.spool.drain(append)
+        except StorageUnavailable:
+            return  # still away: next second
+        if moved:
+            log.info("spool drained events=%d left=%d", moved, self.spool.count)
 
     def wake(self, destinations: Iterable[str]) -> None:
         for name in destinations:

@@ -116,11 +116,12 @@ async def _store(
     }
     if ip is not None:
         event["engine_ip"] = ip
+    batch = [runtime.new_event(event, now, event_id is not None, first=True)]
     try:
-        await runtime.commit(
-            [runtime.new_event(event, now, event_id is not None, first=True)], source
-        )
+        await runtime.commit(batch, source)
     except StorageUnavailable as exc:
+        if await runtime.spool_events(batch):  # PostgreSQL away: keep it locally
+            return True
         log.error("tracking event lost: storage unavailable: %s", exc)
         return False
     return True
