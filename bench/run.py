@@ -153,6 +153,11 @@ async def bench_deliver(events: int, batch_size: int, concurrency: int) -> dict:
             _relay("resume", "crm", "-c", str(daemon.config))
             await asyncio.wait_for(done.wait(), 600)
             elapsed = time.monotonic() - started
+        send_ms = sorted(
+            line["ms"]
+            for line in map(orjson.loads, (Path(tmp) / "dispatch.log").read_bytes().splitlines())
+            if line.get("outcome") == "delivered"
+        )
     # The same receiver fed by a bare aiohttp client loop in its own process: the ceiling.
     received, done = 0, asyncio.Event()
     body = orjson.dumps([EVENT] * batch_size if batch_size > 1 else EVENT)
@@ -178,6 +183,9 @@ async def bench_deliver(events: int, batch_size: int, concurrency: int) -> dict:
         "events": events,
         "bare_client_per_s": round(events / bare_elapsed),
         "ratio": round(bare_elapsed / elapsed, 2),
+        # How long relay's sends took (request → response), from its dispatch log.
+        "send_ms_p50": send_ms[len(send_ms) // 2] if send_ms else None,
+        "send_ms_p99": send_ms[int(len(send_ms) * 0.99)] if send_ms else None,
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -13,11 +14,23 @@ import orjson
 FLUSH_S = 0.1  # how stale `relay tail -f` may be; one write a tick instead of one a line
 
 
+_second: list = [-1, ""]  # the last whole second formatted, and its text up to the seconds
+
+
 def iso_ms(ts: float | None) -> str | None:
-    """ISO 8601 UTC with milliseconds: `2026-11-26T05:32:24.123Z`."""
+    """ISO 8601 UTC with milliseconds: `2026-11-26T05:32:24.123Z` (one per log line, so the
+    date part is formatted once a second)."""
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    # Rounded to the microsecond first, then cut to the millisecond, as datetime does.
+    frac, whole = math.modf(ts)
+    us = round(frac * 1_000_000)
+    if us >= 1_000_000:
+        whole, us = whole + 1, us - 1_000_000
+    if whole != _second[0]:
+        _second[0] = whole
+        _second[1] = datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{_second[1]}.{us // 1000:03d}Z"
 
 
 class DispatchLog:

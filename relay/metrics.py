@@ -111,6 +111,7 @@ class Metrics:
         # (`flush`): a library `inc` takes a lock, and these move on every tracking hit.
         self._pending: dict[tuple[Any, tuple[str, ...]], float] = {}
         self._requests: dict[tuple[Any, int], int] = {}  # (aiohttp resource, status) -> n
+        self._latencies: list[tuple[str, float]] = []  # (destination, received → delivered s)
         self._stats: Stats | None = None
         self._stats_at = 0.0
         self._stats_lock = asyncio.Lock()
@@ -132,16 +133,16 @@ class Metrics:
 
     def logged(self, lines: list[dict]) -> None:
         """Every destination type writes one dispatch-log line per attempt (or per batch)."""
-        tally: Tally[tuple[str, str]] = Tally()
         for line in lines:
-            tally[(line["destination"], line["outcome"])] += line.get("count") or 1
-        for labels, n in tally.items():
-            self._inc(self.deliveries, labels, n)
+            self._inc(
+                self.deliveries, (line["destination"], line["outcome"]), line.get("count") or 1
+            )
 
     def delivered(self, destination: str, claims: list[Claimed], now: float) -> None:
-        observe = self._child(self.latency, (destination,)).observe
-        for c in claims:
-            observe(max(0.0, now - c.created_at))
+        # Observed at scrape time too (`flush`); a long gap between scrapes flushes early.
+        self._latencies.extend((destination, now - c.created_at) for c in claims)
+        if len(self._latencies) > 50_000:
+            self.flush()
 
     def committed(self, writes: int, events: int, seconds: float) -> None:
         self.commit_size.observe(writes)
@@ -165,6 +166,9 @@ class Metrics:
         pending, self._pending = self._pending, {}
         for (metric, labels), n in pending.items():
             self._child(metric, labels).inc(n)
+        latencies, self._latencies = self._latencies, []
+        for destination, seconds in latencies:
+            self._child(self.latency, (destination,)).observe(max(0.0, seconds))
 
     def _child(self, metric: Any, labels: tuple[str, ...]) -> Any:
         """`metric.labels(...)`, cached: the library's lookup takes a lock and builds a tuple."""

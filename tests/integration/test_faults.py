@@ -192,14 +192,9 @@ async def test_a_host_that_does_not_resolve_is_retried_then_dead_and_isolated(ma
 async def _set_max_pages(relay, pages: int | None) -> int:
     """PRAGMA max_page_count on the writer's own connection (it is per connection)."""
 
-    async def job(db):
-        if pages is None:
-            rows = await db.execute_fetchall("PRAGMA page_count")
-            limit = rows[0][0]
-        else:
-            limit = pages
-        rows = await db.execute_fetchall(f"PRAGMA max_page_count = {limit}")
-        return rows[0][0]
+    def job(conn):  # a writer job: runs in the SQLite thread, in the group's transaction
+        limit = conn.execute("PRAGMA page_count").fetchone()[0] if pages is None else pages
+        return conn.execute(f"PRAGMA max_page_count = {limit}").fetchone()[0]
 
     return await relay.store._submit(job)
 
