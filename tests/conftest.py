@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
+from . import pg
 from .helpers import Receiver, RunningRelay
 
 
@@ -28,3 +31,13 @@ async def make_relay(tmp_path):
     yield make
     for relay in reversed(started):
         await relay.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[pg.Cluster]:
+    """A PostgreSQL cluster of the module's own, which its tests may stop and start."""
+    c = pg.Cluster()
+    try:
+        yield c
+    finally:
+        c.destroy()

@@ -31,7 +31,7 @@ from .base import (
     State,
     StorageUnavailable,
 )
-from .sqlite_reads import SqliteReads
+from .sqlite_reads import SqliteReads, conditions
 from .sqlite_schema import MIGRATIONS, statements
 
 PENDING, LEASED, DELIVERED, DEAD = (int(s) for s in State)
@@ -567,20 +567,13 @@ ID_CHUNK = 20_000  # event ids per statement: SQLite takes at most 32,766 parame
 
 def _dead_matching(conn: sqlite3.Connection, where: ReplayFilter) -> list[tuple[int, str]]:
     """(delivery id, event id) of the dead deliveries `where` matches, oldest first."""
-    clause, params = ["state = 3"], []
-    if where.destination:
-        clause.append("destination = ?")
-        params.append(where.destination)
-    if where.since is not None:
-        clause.append("created_at >= ?")
-        params.append(where.since)
-    if where.until is not None:
-        clause.append("created_at < ?")
-        params.append(where.until)
-    sql = (
-        "SELECT id, (SELECT id FROM events WHERE seq = event_seq) FROM deliveries WHERE "
-        + " AND ".join(clause)
+    clause, params = conditions(
+        ("state = 3", ()),
+        ("destination = ?", (where.destination,) if where.destination else None),
+        ("created_at >= ?", None if where.since is None else (where.since,)),
+        ("created_at < ?", None if where.until is None else (where.until,)),
     )
+    sql = f"SELECT id, (SELECT id FROM events WHERE seq = event_seq) FROM deliveries WHERE {clause}"
     if not where.ids:
         return conn.execute(sql + " ORDER BY id", params).fetchall()
     rows = []

@@ -32,6 +32,13 @@ _ATTEMPT_COLUMNS = (
 _ATTEMPT_FROM = " FROM attempts a JOIN deliveries d ON d.id = a.delivery_id JOIN events e ON e.seq = d.event_seq"
 
 
+def conditions(*terms: tuple[str, tuple | None]) -> tuple[str, list[Any]]:
+    """`a AND b …` of the terms whose parameters are not None (`()`: a term without any),
+    and the parameters in order: the filters of dead lists, replays and attempt pages."""
+    used = [(sql, params) for sql, params in terms if params is not None]
+    return " AND ".join(sql for sql, _ in used) or "1", [p for _, ps in used for p in ps]
+
+
 class SqliteReads:
     _read: aiosqlite.Connection | None
 
@@ -59,20 +66,17 @@ class SqliteReads:
         since: float | None = None,
         until: float | None = None,
     ) -> list[DeadDelivery]:
-        where, params = ["d.state = 3", "d.id > ?"], [after]
-        if destination:
-            where.append("d.destination = ?")
-            params.append(destination)
-        if since is not None:
-            where.append("d.created_at >= ?")
-            params.append(since)
-        if until is not None:
-            where.append("d.created_at < ?")
-            params.append(until)
+        where, params = conditions(
+            ("d.state = 3", ()),
+            ("d.id > ?", (after,)),
+            ("d.destination = ?", (destination,) if destination else None),
+            ("d.created_at >= ?", None if since is None else (since,)),
+            ("d.created_at < ?", None if until is None else (until,)),
+        )
         rows = await self._fetch(
             "SELECT d.id, e.id, e.event_type, d.destination, d.attempts, d.last_error,"
             " d.created_at, d.updated_at FROM deliveries d JOIN events e ON e.seq = d.event_seq"
-            f" WHERE {' AND '.join(where)} ORDER BY d.id LIMIT ?",
+            f" WHERE {where} ORDER BY d.id LIMIT ?",
             (*params, limit),
         )
         return [DeadDelivery(*r) for r in rows]
@@ -112,30 +116,21 @@ class SqliteReads:
         )
 
     async def attempts(self, where: AttemptFilter, limit: int = 100) -> list[AttemptRecord]:
-        clause, params = ["1"], []
-        if where.destination is not None:
-            clause.append("a.destination = ?")
-            params.append(where.destination)
-        if where.outcome == "failed":
-            clause.append("a.outcome <> 'delivered'")
-        elif where.outcome is not None:
-            clause.append("a.outcome = ?")
-            params.append(where.outcome)
-        if where.event_type is not None:
-            clause.append("a.event_type = ?")
-            params.append(where.event_type)
-        if where.since is not None:
-            clause.append("a.ts >= ?")
-            params.append(where.since)
-        if where.until is not None:
-            clause.append("a.ts < ?")
-            params.append(where.until)
-        if where.before is not None:
-            ts, delivery_id, _ = where.before
-            clause.append("(a.ts < ? OR (a.ts = ? AND a.delivery_id < ?))")
-            params += [ts, ts, delivery_id]
+        w = where
+        before = None
+        if w.before is not None:
+            before = (w.before[0], w.before[0], w.before[1])
+        clause, params = conditions(
+            ("a.destination = ?", None if w.destination is None else (w.destination,)),
+            ("a.outcome <> 'delivered'", () if w.outcome == "failed" else None),
+            ("a.outcome = ?", (w.outcome,) if w.outcome not in (None, "failed") else None),
+            ("a.event_type = ?", None if w.event_type is None else (w.event_type,)),
+            ("a.ts >= ?", None if w.since is None else (w.since,)),
+            ("a.ts < ?", None if w.until is None else (w.until,)),
+            ("(a.ts < ? OR (a.ts = ? AND a.delivery_id < ?))", before),
+        )
         rows = await self._fetch(
-            f"SELECT {_ATTEMPT_COLUMNS}{_ATTEMPT_FROM} WHERE {' AND '.join(clause)}"
+            f"SELECT {_ATTEMPT_COLUMNS}{_ATTEMPT_FROM} WHERE {clause}"
             " ORDER BY a.ts DESC, a.delivery_id DESC LIMIT ?",
             (*params, limit),
         )

@@ -22,15 +22,6 @@ from ..helpers import DaemonProcess, free_port, wait_for
 CONCURRENCY = 16
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[pg.Cluster]:
-    c = pg.Cluster()
-    try:
-        yield c
-    finally:
-        c.destroy()
-
-
 class Nodes:
     def __init__(self, tmp_path: Path, dsn: str, hook_url: str) -> None:
         self.daemons: list[DaemonProcess] = []

@@ -3,26 +3,15 @@ their events wait in the node's local spool, and reach the destinations once it 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
-import pytest
 
 from .. import pg
 from ..helpers import wait_for
 
 BROWSER = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/126.0"}
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[pg.Cluster]:
-    c = pg.Cluster()
-    try:
-        yield c
-    finally:
-        c.destroy()
 
 
 async def test_tracking_is_spooled_while_postgres_is_down(make_relay, receiver, cluster, tmp_path):
