@@ -406,4 +406,5 @@ class Admin:
     ) -> None:
         entry = AuditEntry(time.time(), actor, action, target, count, detail)
         await self.store.audit(entry)
-        self.runtime.log.write_audit(dict(entry.as_dict(), ts=iso_ms(entry.ts)))
+        if self.runtime.log is not None:  # a command run with `dispatch_log = "-"` has none
+            self.runtime.log.write_audit(dict(entry.as_dict(), ts=iso_ms(entry.ts)))

@@ -16,7 +16,8 @@ import orjson
 from . import __version__, tail
 from .config import Config, ConfigError, HttpDestination, find_config, load
 from .confread import parse_duration
-from .store import DestinationStats, ReplayFilter, SqliteStore, StorageUnavailable, make_store
+from .dispatch_log import DispatchLog
+from .store import DestinationStats, SqliteStore, StorageUnavailable, make_store
 
 
 class Failed(Exception):
@@ -88,6 +89,8 @@ def _parser() -> argparse.ArgumentParser:
     dr.add_argument("--since", type=parse_time)
     dr.add_argument("--until", type=parse_time)
     dr.add_argument("--dry-run", action="store_true")
+    dr.add_argument("--group", help="a failure group's id, as the console shows it")
+    dr.add_argument("--rate", type=float, help="at most this many events/s, spread out")
     pa = add("pause", "stop sending to a destination (its backlog is kept)")
     pa.add_argument("destination")
     pa.add_argument("--for", dest="duration", help="resume by itself after this long, e.g. 30m")
@@ -195,21 +198,28 @@ def cmd_stats(args: argparse.Namespace, config: Config) -> int:
     return _with_store(config, work)
 
 
-def cmd_show(args: argparse.Namespace, config: Config) -> int:
+async def _admin(store: SqliteStore, config: Config, log: DispatchLog | None = None):
+    """`Admin` for a command: no dispatchers to wake (the daemon notices within a second),
+    only the store, the config and, for actions, the dispatch log's audit lines."""
     from types import SimpleNamespace
 
     from .admin import Admin
 
+    runtime = SimpleNamespace(
+        store=store,
+        config=config,
+        paused=await store.paused(),
+        dispatchers={},
+        pull_activity={},
+        wake=lambda names: None,
+        log=log,
+    )
+    return Admin(runtime)
+
+
+def cmd_show(args: argparse.Namespace, config: Config) -> int:
     async def work(store: SqliteStore) -> int:
-        # Admin reads a runtime; the CLI has no dispatchers, only the store and the config.
-        runtime = SimpleNamespace(
-            store=store,
-            config=config,
-            paused=await store.paused(),
-            dispatchers={},
-            pull_activity={},
-        )
-        view = await Admin(runtime).event_view(args.event_id)
+        view = await (await _admin(store, config)).event_view(args.event_id)
         if view is None:
             raise Failed(f"no event with id {args.event_id!r} (never received, or purged)")
         if args.json:
@@ -270,11 +280,30 @@ def cmd_dead(args: argparse.Namespace, config: Config) -> int:
                     )
             return 0
     else:
-        where = ReplayFilter(args.destination, tuple(args.ids), args.since, args.until)
+        if args.rate is not None and not args.rate > 0:
+            raise Failed("--rate: must be a positive number of events per second")
 
         async def work(store: SqliteStore) -> int:
-            ids = await store.replay(where, dry_run=args.dry_run)
-            print(f"{'would replay' if args.dry_run else 'replayed'} {len(ids)} deliveries")
+            # The audit line goes to the dispatch log, as from the console (not to stdout).
+            log = DispatchLog(config.dispatch_log) if config.dispatch_log != "-" else None
+            try:
+                result = await (await _admin(store, config, log)).replay(
+                    destination=args.destination,
+                    ids=tuple(args.ids),
+                    since=args.since,
+                    until=args.until,
+                    group=args.group,
+                    dry_run=args.dry_run,
+                    rate=args.rate,
+                    actor="cli",
+                )
+            finally:
+                if log is not None:
+                    log.close()
+            if args.dry_run:
+                print(f"would replay {result['matched']} deliveries")
+            else:
+                print(f"replayed {result['replayed']} deliveries")
             return 0
 
     return _with_store(config, work)

@@ -13,6 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from relay.admin import group_id, signature
 from relay.store import SqliteStore
 
 from ..helpers import RunningRelay, base_toml, free_port, wait_for
@@ -241,8 +242,16 @@ async def test_dead_replay_by_destination_delivers_again(flaky, receiver):
     assert sorted(receiver.delivered_ids()) == ["ev1", "ev2"]
     await wait_for(lambda: crm_delivered(flaky, 2), 5, "the deliveries to be recorded")
     assert await run_ok(flaky, "dead", "list") == ""
-    delivered = [x for x in flaky.dispatch_lines() if x["outcome"] == "delivered"]
+    delivered = [x for x in flaky.dispatch_lines() if x.get("outcome") == "delivered"]
     assert [x["attempt"] for x in delivered] == [1, 1]
+    # Each replay is on the audit trail, as one made from the console is.
+    audit = [x for x in flaky.dispatch_lines() if "audit" in x][-1]
+    assert (audit["actor"], audit["action"], audit["target"], audit["count"]) == (
+        "cli",
+        "replay",
+        "crm",
+        2,
+    )
 
 
 async def test_dead_replay_by_id_replays_only_that_event(flaky, receiver):
@@ -475,3 +484,19 @@ async def test_tail_of_a_relay_that_has_not_logged_yet(tmp_path):
     config.write_text(base_toml())
     code, out, err = await cli("tail", "-c", str(config))
     assert (code, out) == (0, "")
+
+
+async def test_dead_replay_by_failure_group_at_a_rate(flaky, receiver):
+    [first, *_] = await flaky.store.dead_list("crm", 0, 10)
+    group = group_id("crm", signature(first.last_error))  # as the console shows it
+    assert "would replay 2" in await run_ok(flaky, "dead", "replay", "--group", group, "--dry-run")
+    assert "replayed 0" in await run_ok(flaky, "dead", "replay", "--group", "0" * 12)
+    assert "replayed 2" in await run_ok(flaky, "dead", "replay", "--group", group, "--rate", "0.5")
+    # At 0.5/s the second is due 2 s after the first, which the daemon may notice up to a
+    # second late (it polls for changes made by commands): both arrive, spread out.
+    await wait_for(lambda: len(receiver.hits) == 2, 10, "the replayed group")
+    assert receiver.hits[1].at - receiver.hits[0].at >= 1.0
+    code, _, err = await cli("dead", "replay", "--rate", "0", "-c", str(flaky.config_path))
+    assert (
+        code == 1 and err.strip() == "relay: --rate: must be a positive number of events per second"
+    )
