@@ -82,10 +82,6 @@ class Activity:
         ok, bad = sum(delivered[-minutes:]), sum(failed[-minutes:])
         return None if ok + bad == 0 else round(bad / (ok + bad), 4)
 
-    def delivered_per_min(self, minutes: int = 5, now: float | None = None) -> float:
-        delivered, _ = self.series(now)
-        return sum(delivered[-minutes:]) / minutes
-
     def trend(self, pending: int, now: float | None = None) -> float | None:
         """Note the backlog now; return its change per minute over the last ≤5 minutes
         (None until two samples at least 10 s apart exist)."""

@@ -142,6 +142,12 @@ class Dispatcher:
             self._slot_free.clear()
             await self._slot_free.wait()
 
+    async def _settle_claim(self) -> None:
+        """Let the background claim land in the ready queue before deciding what to send."""
+        if self._claiming is not None:
+            await self._claiming
+            self._claiming = None
+
     async def _claim(self, limit: int) -> bool:
         """Top the ready queue up to `limit`; say whether anything was due. Wakes the loop."""
         try:
@@ -164,9 +170,7 @@ class Dispatcher:
 
     async def _hold(self) -> None:
         """Paused or circuit open: hand back unsent claims untouched (no attempt is spent), wait."""
-        if self._claiming is not None:
-            await self._claiming
-            self._claiming = None
+        await self._settle_claim()
         if self._ready:
             await self.store.release(list(self._ready))
             self._ready.clear()
@@ -177,11 +181,10 @@ class Dispatcher:
 
     async def _probe(self) -> None:
         """The circuit's cooldown is over: send one request; its outcome closes or reopens it."""
-        if self._claiming is not None:
-            await self._claiming
-            self._claiming = None
+        await self._settle_claim()
         size = self.sender.batch_size
-        if not self._ready and not await self._top_up(size):
+        if not self._ready and not await self._claim(size):
+            await self._idle()
             return  # nothing due: the next due delivery is the probe
         batch = [self._ready.popleft() for _ in range(min(size, len(self._ready)))]
         if self._ready:
@@ -190,25 +193,6 @@ class Dispatcher:
         self.circuit.probe_sent()
         log.info("circuit probe destination=%s", self.name)
         self._launch(batch, probe=True)
-
-    async def _top_up(self, limit: int | None = None) -> bool:
-        """Claim enough for two rounds of every slot, so most sends need no claim of their own.
-
-        Returns False when there is nothing to send (after waiting for work to arrive).
-        """
-        if limit is None:
-            limit = 2 * self.dest.concurrency * self.sender.batch_size
-        want = limit - len(self._ready)
-        try:
-            self._ready.extend(await self.store.claim(self.name, want, self.dest.lease_s))
-        except Exception:
-            log.exception("claim failed for %s; retrying shortly", self.name)
-            await self._sleep(IDLE_POLL_S)
-            return False
-        if not self._ready:
-            await self._idle()
-            return False
-        return True
 
     def _free_slot(self, task: asyncio.Task | None) -> None:
         if task in self._inflight:
