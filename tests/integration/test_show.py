@@ -9,8 +9,8 @@ import re
 import orjson
 import pytest
 
-from ..helpers import Receiver, RunningRelay, base_toml, wait_for
-from .test_admin_api import FAST_RETRY, bounce, dead_is, http_dest, route
+from ..helpers import Receiver, RunningRelay, wait_for
+from .test_admin_api import three_outcomes
 from .test_cli import cli
 
 ATTEMPT = re.compile(r"^  #(\d+) (\S+Z) (\w+) (\S+) ([\d.]+)ms ?(.*)$")
@@ -21,25 +21,7 @@ async def explained(make_relay, receiver):
     """ev1 delivered at once, ev2 failed once then delivered, ev3 dead after 3 attempts."""
     failing = Receiver(default=500)
     await failing.start()
-    receiver.script = [200, 500]
-    relay = await make_relay(
-        base_toml()
-        + http_dest("crm", receiver.url, FAST_RETRY, "concurrency = 1\n")
-        + http_dest("down", failing.url, FAST_RETRY)
-        + route("crm", events='"bounce"')
-        + route("down", events='"engine_open"')
-    )
-    await relay.post_events(bounce(1))
-    await wait_for(lambda: len(receiver.hits) == 1, 10, "ev1")
-    await relay.post_events(bounce(2))
-    await relay.post_events({"id": "ev3", "event_type": "engine_open", "email": "x@y.example"})
-    await wait_for(lambda: dead_is(relay, "down", 1), 10, "ev3 to die")
-
-    async def both_delivered() -> bool:
-        d = (await relay.store.stats()).destinations.get("crm")
-        return d is not None and d.delivered == 2
-
-    await wait_for(both_delivered, 10, "ev1 and ev2 delivered")
+    relay = await three_outcomes(make_relay, receiver, failing)
     yield relay
     await failing.stop()
 
