@@ -16,9 +16,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .config_email_ftp import (
-    LEASE_SLACK_S,
     EmailDestination,
     FtpDestination,
+    Leased,
     SftpDestination,
     parse_email,
     parse_ftp,
@@ -53,7 +53,7 @@ class CircuitPolicy:
 
 
 @dataclass(frozen=True, slots=True)
-class HttpDestination:
+class HttpDestination(Leased):
     name: str
     url: str
     method: str = "POST"
@@ -68,11 +68,6 @@ class HttpDestination:
     retry: RetryPolicy = RetryPolicy()
     circuit: CircuitPolicy = CircuitPolicy()
     type: str = "http"
-
-    @property
-    def lease_s(self) -> float:
-        """How long a claim holds: the timeout plus slack for the result to be recorded."""
-        return self.timeout_s + LEASE_SLACK_S
 
 
 @dataclass(frozen=True, slots=True)

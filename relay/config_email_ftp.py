@@ -26,8 +26,31 @@ MAX_PER_FILE = 1_000_000
 LEASE_SLACK_S = 30.0  # time to record the result after the send's own timeout
 
 
+class Leased:
+    """A pushing destination's claim holds its send's `timeout_s` plus slack to record the
+    result (mixed into the frozen, slotted destination dataclasses)."""
+
+    __slots__ = ()
+    timeout_s: float
+
+    @property
+    def lease_s(self) -> float:
+        return self.timeout_s + LEASE_SLACK_S
+
+
+class Uploads(Leased):
+    """ftp and sftp: one file a period of `upload_every_s`."""
+
+    __slots__ = ()
+    upload_every_s: float
+
+    @property
+    def period_s(self) -> float:
+        return self.upload_every_s
+
+
 @dataclass(frozen=True, slots=True)
-class EmailDestination:
+class EmailDestination(Leased):
     name: str
     retry: RetryPolicy
     host: str
@@ -48,10 +71,6 @@ class EmailDestination:
     type: str = "email"
 
     @property
-    def lease_s(self) -> float:
-        return self.timeout_s + LEASE_SLACK_S
-
-    @property
     def period_s(self) -> float:
         return self.digest_s
 
@@ -61,7 +80,7 @@ class EmailDestination:
 
 
 @dataclass(frozen=True, slots=True)
-class FtpDestination:
+class FtpDestination(Uploads):
     name: str
     retry: RetryPolicy
     host: str
@@ -80,21 +99,13 @@ class FtpDestination:
     delay_s: float = 0.0
     type: str = "ftp"
 
-    @property
-    def lease_s(self) -> float:
-        return self.timeout_s + LEASE_SLACK_S
-
-    @property
-    def period_s(self) -> float:
-        return self.upload_every_s
-
     def describe(self) -> str:
         scheme = "ftps" if self.tls else "ftp"
         return f"{scheme}://{self.host}:{self.port}/{self.directory} ({self.format} every {self.upload_every_s:g}s)"
 
 
 @dataclass(frozen=True, slots=True)
-class SftpDestination:
+class SftpDestination(Uploads):
     name: str
     retry: RetryPolicy
     host: str
@@ -113,14 +124,6 @@ class SftpDestination:
     timeout_s: float = 60.0
     delay_s: float = 0.0
     type: str = "sftp"
-
-    @property
-    def lease_s(self) -> float:
-        return self.timeout_s + LEASE_SLACK_S
-
-    @property
-    def period_s(self) -> float:
-        return self.upload_every_s
 
     def describe(self) -> str:
         return f"sftp://{self.username}@{self.host}:{self.port}/{self.directory} ({self.format} every {self.upload_every_s:g}s)"
