@@ -135,7 +135,7 @@ class Admin:
     # -- reads -----------------------------------------------------------------------------
 
     async def destinations(self) -> list[dict[str, Any]]:
-        """One row per configured destination (SPEC §3 fields, plus what the page draws)."""
+        """One row per configured destination (the admin API's fields, plus what the page draws)."""
         stats = await self.store.stats()
         now = time.time()
         rows = []
@@ -205,7 +205,7 @@ class Admin:
         ]
 
     async def event_view(self, event_id: str) -> dict[str, Any] | None:
-        """SPEC §3 `GET /v1/admin/events/{id}`, also `relay show ID --json`."""
+        """`GET /v1/admin/events/{id}`, also `relay show ID --json`."""
         detail = await self.store.event(event_id)
         if detail is None:
             return None

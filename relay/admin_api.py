@@ -1,4 +1,4 @@
-"""The admin JSON API (SPEC §3 `/v1/admin/*`): what the console shows, for scripts.
+"""The admin JSON API (`/v1/admin/*`): what the console shows, for scripts.
 
 Every route needs a console token (`relay.console_auth.console_actor`: Bearer, or Basic
 with the token as password); with no `console.tokens` it is open on a loopback listener

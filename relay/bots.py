@@ -1,4 +1,4 @@
-"""Machine opens and clicks (SPEC §2 `is_bot`, `bot_reason`): flagged, never hidden.
+"""Machine opens and clicks (`is_bot`, `bot_reason`): flagged, never hidden.
 
 Mail privacy proxies fetch every pixel and security gateways follow every link, so raw
 opens and clicks overstate what people did. Each rule here is cheap (a regex, a network

@@ -1,4 +1,4 @@
-"""The `relay` command line (SPEC §7)."""
+"""The `relay` command line."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""relay's configuration: TOML parsed once into frozen dataclasses (SPEC §4).
+"""relay's configuration: TOML parsed once into frozen dataclasses.
 
 `load(path)` reads a file; `load(None)` gives the embedded defaults (loopback, `relay.db`,
 one `pull` destination named `default` that every event is routed to). Every error is a

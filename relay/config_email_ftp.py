@@ -1,4 +1,4 @@
-"""Config of the email, ftp and sftp destinations (SPEC §4): frozen dataclasses and parsers.
+"""Config of the email, ftp and sftp destinations: frozen dataclasses and parsers.
 
 Kept apart from `config.py` so that file stays about the config as a whole. These parsers
 take the already-parsed `retry` policy from `config.py`, so this module never imports it

@@ -1,4 +1,4 @@
-"""Who is asking: the one auth check `/v1/admin/*` and `/console/*` share (SPEC §3, §4).
+"""Who is asking: the one auth check `/v1/admin/*` and `/console/*` share.
 
 `console_actor(request)` accepts a `console.tokens` entry as `Authorization: Bearer TOKEN`
 (scripts, curl) or as the password of `Authorization: Basic base64(anyuser:TOKEN)` (a

@@ -73,7 +73,7 @@ class Dispatcher:
 
     @property
     def state(self) -> str:
-        """For the console and stats (SPEC §3): paused, circuit_open, failing or ok."""
+        """For the console and stats: paused, circuit_open, failing or ok."""
         if self.paused:
             return "paused"
         if self.circuit.is_open:

@@ -1,4 +1,4 @@
-"""The dispatch log (SPEC §6): one JSON line per delivery attempt, reopened on SIGHUP."""
+"""The dispatch log: one JSON line per delivery attempt, reopened on SIGHUP."""
 
 from __future__ import annotations
 

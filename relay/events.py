@@ -1,4 +1,4 @@
-"""The event vocabulary of SPEC §2: types, triggers, required fields, validation and ids.
+"""The event vocabulary: types, triggers, required fields, validation and ids.
 
 Validation is the hot path of ingestion, so it is plain dict and set work with no schema
 library; each problem becomes one `Problem(index, field, message)` for the 400 answer.
@@ -30,7 +30,7 @@ VOCABULARY: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 EVENT_TYPES = frozenset(VOCABULARY)
 TRIGGERS = {trigger: etype for etype, (trigger, _) in VOCABULARY.items()}
-# Only these carry the message's custom `headers` on to destinations (SPEC §2).
+# Only these carry the message's custom `headers` on to destinations.
 HEADER_EVENTS = frozenset({"delivery_attempt", "delivery"})
 ATTEMPT_STATUSES = frozenset({"success", "failure", "failure_toolong", "deferral", "connmaxout"})
 

@@ -1,4 +1,4 @@
-"""Prometheus metrics for `GET /metrics` (SPEC §3), with prometheus-client.
+"""Prometheus metrics for `GET /metrics`, with prometheus-client.
 
 One `CollectorRegistry` per runtime, not the library's global one: tests (and anything
 embedding relay) run several apps in one process, and each must count only its own traffic.

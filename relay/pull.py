@@ -1,4 +1,4 @@
-"""The client-pull API: lease a batch of events, ack it to remove them (SPEC §3)."""
+"""The client-pull API: lease a batch of events, ack it to remove them."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def _destination(request: web.Request) -> PullDestination:
 def batch_line(
     destination: str, outcome: str, event_ids: list[str], claims: list[Claimed] = ()
 ) -> dict:
-    """One dispatch-log line for a whole pull batch (SPEC §6 allows `count` + `event_ids`)."""
+    """One dispatch-log line for a whole pull batch (the log format allows `count` + `event_ids`)."""
     return {
         "ts": iso_ms(time.time()),
         "event_id": None,

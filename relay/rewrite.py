@@ -1,4 +1,4 @@
-"""HTML rewriting for `POST /v1/rewrite` (SPEC §3): wrap links, add an open pixel and a honeypot.
+"""HTML rewriting for `POST /v1/rewrite`: wrap links, add an open pixel and a honeypot.
 
 `html.parser.HTMLParser` is used only to learn *where* the tags and text are; the output is
 the input string with a few spans replaced, so whatever is not rewritten (comments, doctype,

@@ -1,4 +1,4 @@
-"""A local spool for tracking events while the shared database is unreachable (SPEC §9).
+"""A local spool for tracking events while the shared database is unreachable.
 
 A tracking link must never break: with `backend = "postgres"`, a pixel, click,
 unsubscribe or signup whose commit fails with `StorageUnavailable` is written here — a

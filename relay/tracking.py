@@ -1,4 +1,4 @@
-"""The recipient-facing routes: open pixel, click redirect, unsubscribe, signup (SPEC §3).
+"""The recipient-facing routes: open pixel, click redirect, unsubscribe, signup.
 
 These are public and hostile-facing: a token that does not verify records nothing and
 never redirects; the pixel answers its GIF whatever happens; nothing here raises a 500

@@ -91,7 +91,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus exposition (SPEC §3); OpenMetrics when the scraper asks for it."""
+    """Prometheus exposition; OpenMetrics when the scraper asks for it."""
     runtime = request.app[RUNTIME]
     body, content_type = await runtime.metrics.scrape(runtime, request.headers.get("Accept"))
     return web.Response(body=body, headers={"Content-Type": content_type})
@@ -119,7 +119,7 @@ def create_app(runtime: Runtime) -> web.Application:
     tracking.add_routes(app)
     app.router.add_get("/v1/pull/{destination}", pull.lease)
     app.router.add_post("/v1/pull/{destination}/ack", pull.ack)
-    from . import admin_api  # the admin JSON API (SPEC §3 /v1/admin)
+    from . import admin_api  # the admin JSON API (/v1/admin)
 
     admin_api.add_routes(app)
     app.router.add_get("/healthz", healthz)

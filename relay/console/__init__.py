@@ -1,4 +1,4 @@
-"""The operator console: server-rendered pages under `/console/` (SPEC §3, issue 9).
+"""The operator console: server-rendered pages under `/console/`.
 
 Every figure comes from `relay.admin.Admin`; this package only renders it. Pages work with
 JavaScript off (each action is a form: POST → 303 → GET); `static/console.js` adds the

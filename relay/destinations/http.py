@@ -110,7 +110,7 @@ class HttpSender:
             headers["Content-Type"] = "application/json"
             signed = body
         msg_id = message_id(claims)
-        headers["webhook-id"] = msg_id  # always: receivers dedupe on it (SPEC §5)
+        headers["webhook-id"] = msg_id  # always: receivers dedupe on it
         if dest.signing_key is not None:
             ts = int(time.time())
             headers["webhook-timestamp"] = str(ts)

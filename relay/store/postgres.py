@@ -1,4 +1,4 @@
-"""The PostgreSQL queue: several relay nodes share one database (SPEC §9).
+"""The PostgreSQL queue: several relay nodes share one database.
 
 Appends are group-committed as on SQLite: one writer task takes every append queued since
 its last commit and inserts them in one transaction, so a 2xx still means "committed".

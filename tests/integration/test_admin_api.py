@@ -1,4 +1,4 @@
-"""The admin JSON API (SPEC §3 `/v1/admin/*`) against the real app on a real socket, with
+"""The admin JSON API (`/v1/admin/*`) against the real app on a real socket, with
 real receivers that fail on demand: figures and states, the event view, dead letters,
 pause (timed), replay (dry run, group, rate), the audit trail, auth and the validation
 matrix."""

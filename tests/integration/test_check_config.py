@@ -1,4 +1,4 @@
-"""`relay check-config` (SPEC §4, §7): validate without starting anything; exit 0, 1 or 2."""
+"""`relay check-config`: validate without starting anything; exit 0, 1 or 2."""
 
 from __future__ import annotations
 

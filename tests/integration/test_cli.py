@@ -1,4 +1,4 @@
-"""The `relay` command line (SPEC §7), run as a real subprocess against the database of a
+"""The `relay` command line, run as a real subprocess against the database of a
 relay that is running in this process at the same time."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ async def cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> t
 
 
 async def run_ok(relay: RunningRelay, *args: str) -> str:
-    """Run a command with `-c` after the subcommand (SPEC §7); it must succeed."""
+    """Run a command with `-c` after the subcommand; it must succeed."""
     code, out, err = await cli(*args, "-c", str(relay.config_path))
     assert code == 0, f"relay {' '.join(args)} exited {code}: {err}"
     return out
@@ -237,7 +237,7 @@ async def test_dead_replay_by_destination_delivers_again(flaky, receiver):
 
     assert "replayed 0" in await run_ok(flaky, "dead", "replay", "--destination", "other")
     assert "replayed 2" in await run_ok(flaky, "dead", "replay", "--destination", "crm")
-    # The running relay notices within 5 s (SPEC §7), with a fresh attempt count.
+    # The running relay notices within 5 s, with a fresh attempt count.
     await wait_for(lambda: len(receiver.hits) == 2, 6, "the replayed deliveries")
     assert sorted(receiver.delivered_ids()) == ["ev1", "ev2"]
     await wait_for(lambda: crm_delivered(flaky, 2), 5, "the deliveries to be recorded")

@@ -1,4 +1,4 @@
-"""What a webhook receiver gets (SPEC §4 http keys, §5): body shapes, signatures, custom
+"""What a webhook receiver gets (http keys, delivery semantics): body shapes, signatures, custom
 headers, delay, pause/resume, and one failing destination not slowing another."""
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ async def test_unsigned_requests_still_carry_the_event_id(make_relay, receiver):
     await relay.post_events(bounce())
     await wait_for(lambda: receiver.hits, 5, "the webhook")
     headers = {k.lower(): v for k, v in receiver.hits[0].headers.items()}
-    assert headers["webhook-id"] == receiver.delivered_ids()[0]  # SPEC §5: dedupe key
+    assert headers["webhook-id"] == receiver.delivered_ids()[0]  # the receiver's dedupe key
     assert not headers.keys() & {"webhook-timestamp", "webhook-signature"}
 
 

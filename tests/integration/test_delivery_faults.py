@@ -1,4 +1,4 @@
-"""Delivery against a misbehaving receiver (SPEC §5, §6): retries, backoff, Retry-After,
+"""Delivery against a misbehaving receiver: retries, backoff, Retry-After,
 timeouts, dropped connections, refused ports, dead letters, replay and max_age."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The email destination (SPEC §4, §5) against a real aiosmtpd server on 127.0.0.1: digests,
+"""The email destination against a real aiosmtpd server on 127.0.0.1: digests,
 size limits, per-event mode, STARTTLS, AUTH, retries on 4xx and lost connections, dead after
 repeated 5xx, and `relay flush`."""
 

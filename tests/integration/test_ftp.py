@@ -1,4 +1,4 @@
-"""The ftp destination (SPEC §4, §5) against aioftp's own server on 127.0.0.1: the
+"""The ftp destination against aioftp's own server on 127.0.0.1: the
 temporary-name-then-rename protocol, the three formats, file naming, no overwrites, an
 upload cut in the middle, a server that is down, and explicit FTPS."""
 

@@ -1,4 +1,4 @@
-"""kill -9 of the real daemon in the middle of an upload (SPEC §8): after a restart every
+"""kill -9 of the real daemon in the middle of an upload: after a restart every
 event is in a complete final file, uploaded again if need be; none is missing, and no final
 file is partial. The FTP server never answers RNTO, so the daemon is stuck exactly between
 writing the file and marking its events delivered — before or after the rename happened."""

@@ -1,4 +1,4 @@
-"""POST /v1/events over real HTTP against the real app (SPEC §3): the validation matrix."""
+"""POST /v1/events over real HTTP against the real app: the validation matrix."""
 
 from __future__ import annotations
 

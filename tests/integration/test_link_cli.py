@@ -1,4 +1,4 @@
-"""`relay link` (SPEC §7): the URL it prints is one the running relay honours, an unsafe target
+"""`relay link`: the URL it prints is one the running relay honours, an unsafe target
 is refused, and without `tracking.secrets` the generated secret is shared and survives restarts."""
 
 from __future__ import annotations

@@ -25,8 +25,8 @@ from ..helpers import DaemonProcess, base_toml, free_port
 
 schemathesis.serializer.alias("application/x-ndjson", "text/plain")  # NDJSON is text
 
-SPEC = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
-schema = schemathesis.openapi.from_path(SPEC)
+OPENAPI = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
+schema = schemathesis.openapi.from_path(OPENAPI)
 CHECKS = [
     not_a_server_error,
     status_code_conformance,

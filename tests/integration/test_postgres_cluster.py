@@ -1,4 +1,4 @@
-"""Two relay nodes on one PostgreSQL database form one relay (SPEC §9)."""
+"""Two relay nodes on one PostgreSQL database form one relay."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The client-pull API (SPEC §3): lease a batch, ack it, leases run out, auth and limits."""
+"""The client-pull API: lease a batch, ack it, leases run out, auth and limits."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`relay show EVENT_ID [--json]` (SPEC §7) as a real subprocess, on the SQLite file of a
+"""`relay show EVENT_ID [--json]` as a real subprocess, on the SQLite file of a
 relay running in this process at the same time: a delivered, a retried and a dead event,
 and an unknown id."""
 

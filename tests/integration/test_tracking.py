@@ -1,4 +1,4 @@
-"""The recipient-facing routes through a real relay on a socket (SPEC §2 tracking fields, §3
+"""The recipient-facing routes through a real relay on a socket (tracking fields,
 /o /c /u /s /v1/links /v1/rewrite): what a browser, a mail client, a link scanner or an attacker
 gets back, and what a webhook receiver is sent."""
 

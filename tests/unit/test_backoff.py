@@ -1,4 +1,4 @@
-"""The retry policy (SPEC §5): exponential backoff with jitter, dead letters, Retry-After."""
+"""The retry policy: exponential backoff with jitter, dead letters, Retry-After."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from relay.backoff import JITTER, backoff_s, next_attempt_at
 from relay.config import RetryPolicy
 
 EPS = 1e-9
-SPEC_DEFAULT = RetryPolicy(
+DEFAULT_POLICY = RetryPolicy(
     initial_s=5, max_s=3600, multiplier=2.0, max_attempts=15, max_age_s=3 * 86400
 )
 
@@ -40,7 +40,7 @@ def test_jitter_is_twenty_percent_early():
     ],
 )
 def test_backoff_table(attempt, rand, expected, why):
-    assert backoff_s(SPEC_DEFAULT, attempt, fixed(rand)) == pytest.approx(expected, abs=1e-6), why
+    assert backoff_s(DEFAULT_POLICY, attempt, fixed(rand)) == pytest.approx(expected, abs=1e-6), why
 
 
 @pytest.mark.parametrize(
@@ -57,22 +57,22 @@ def test_backoff_other_policies(policy, attempt, expected, why):
 
 
 def test_backoff_never_grows_past_max_and_never_shrinks():
-    waits = [backoff_s(SPEC_DEFAULT, n, fixed(0.0)) for n in range(1, 40)]
+    waits = [backoff_s(DEFAULT_POLICY, n, fixed(0.0)) for n in range(1, 40)]
     assert waits == sorted(waits)
-    assert max(waits) == SPEC_DEFAULT.max_s
+    assert max(waits) == DEFAULT_POLICY.max_s
 
 
 def test_backoff_with_real_randomness_stays_in_its_band():
     for attempt in (1, 2, 5, 12):
         base = min(3600.0, 5.0 * 2 ** (attempt - 1))
         for _ in range(200):
-            assert 0.8 * base <= backoff_s(SPEC_DEFAULT, attempt) <= base
+            assert 0.8 * base <= backoff_s(DEFAULT_POLICY, attempt) <= base
 
 
 def test_next_attempt_is_now_plus_backoff():
     now = 10_000.0
-    assert next_attempt_at(SPEC_DEFAULT, 1, created_at=now - 1, now=now, rand=fixed(0)) == now + 5
-    assert next_attempt_at(SPEC_DEFAULT, 3, created_at=now - 1, now=now, rand=fixed(0)) == now + 20
+    assert next_attempt_at(DEFAULT_POLICY, 1, created_at=now - 1, now=now, rand=fixed(0)) == now + 5
+    assert next_attempt_at(DEFAULT_POLICY, 3, created_at=now - 1, now=now, rand=fixed(0)) == now + 20
 
 
 def test_dead_after_max_attempts():
@@ -98,13 +98,13 @@ def test_dead_after_max_age():
 
 def test_a_longer_retry_after_is_honoured():
     now = 50_000.0
-    at = next_attempt_at(SPEC_DEFAULT, 1, now, now, retry_after_s=120, rand=fixed(0))
+    at = next_attempt_at(DEFAULT_POLICY, 1, now, now, retry_after_s=120, rand=fixed(0))
     assert at == now + 120
 
 
 def test_a_shorter_retry_after_does_not_cut_the_backoff():
     now = 50_000.0
-    at = next_attempt_at(SPEC_DEFAULT, 3, now, now, retry_after_s=1, rand=fixed(0))
+    at = next_attempt_at(DEFAULT_POLICY, 3, now, now, retry_after_s=1, rand=fixed(0))
     assert at == now + 20
 
 

@@ -1,4 +1,4 @@
-"""Bot detection (SPEC §2 `is_bot`/`bot_reason`): each rule flags, people never do."""
+"""Bot detection (`is_bot`/`bot_reason`): each rule flags, people never do."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Configuration (SPEC §4): durations, secrets, embedded defaults, and errors that say where."""
+"""Configuration: durations, secrets, embedded defaults, and errors that say where."""
 
 from __future__ import annotations
 

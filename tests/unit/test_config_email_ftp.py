@@ -1,4 +1,4 @@
-"""Config of the email, ftp and sftp destinations (SPEC §4): defaults, and errors that name
+"""Config of the email, ftp and sftp destinations: defaults, and errors that name
 the dotted key and say what is legal."""
 
 from __future__ import annotations

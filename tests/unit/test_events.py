@@ -1,4 +1,4 @@
-"""Event validation and ids (SPEC §2)."""
+"""Event validation and ids."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from relay.events import EVENT_TYPES, VOCABULARY, Problem, event_type_for, new_id, validate
 
-EXAMPLES = json.loads(Path("/work/shared/examples/events.json").read_text())
+EXAMPLES = json.loads((Path(__file__).parents[2] / "examples" / "events.json").read_text())
 BY_TYPE = {e["event_type"]: e for e in EXAMPLES}
 NOW = 1_700_000_000.0
 

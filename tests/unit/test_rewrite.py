@@ -1,4 +1,4 @@
-"""HTML rewriting for POST /v1/rewrite (SPEC §3): links wrapped, pixel and honeypot added,
+"""HTML rewriting for POST /v1/rewrite: links wrapped, pixel and honeypot added,
 unsubscribe markers replaced, and every other byte of the input kept."""
 
 from __future__ import annotations

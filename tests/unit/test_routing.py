@@ -1,4 +1,4 @@
-"""Routing (SPEC §2, §4): which destinations an event goes to, and when it is first due."""
+"""Routing: which destinations an event goes to, and when it is first due."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Signed tracking tokens (SPEC §3): round trip, tamper matrix, key rotation, what can never
+"""Signed tracking tokens: round trip, tamper matrix, key rotation, what can never
 be signed, URL length, and a decoder that never raises."""
 
 from __future__ import annotations

@@ -1,0 +1,410 @@
+"""The `relay` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+
+import orjson
+
+from . import __version__, tail
+from .config import Config, ConfigError, HttpDestination, find_config, load
+from .confread import parse_duration
+from .dispatch_log import DispatchLog
+from .store import DestinationStats, SqliteStore, StorageUnavailable, make_store
+
+
+class Failed(Exception):
+    """A command failed; the message is printed as one line on stderr, exit status 1."""
+
+
+def parse_time(value: str) -> float:
+    """Epoch seconds, an ISO 8601 time, or a duration meaning that long ago (`2h`)."""
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parsed.timestamp()
+    except ValueError:
+        pass
+    try:
+        return time.time() - parse_duration(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a time: {value!r} (epoch seconds, ISO 8601, or e.g. 2h)"
+        ) from None
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit status 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument("-c", "--config", default=argparse.SUPPRESS, help="config file")
+    p = _Parser(prog="relay", description="A durable event relay for mail platforms.")
+    p.add_argument(
+        "-c",
+        "--config",
+        default=None,
+        help="config file (default: $RELAY_CONFIG, "
+        "./relay.toml, /etc/relay/relay.toml, else embedded defaults)",
+    )
+    p.add_argument("--version", action="version", version=f"relay {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add = lambda name, help: sub.add_parser(name, parents=[common], help=help)  # noqa: E731
+    add("serve", "run the daemon")
+    add("check-config", "validate the config and print what it would run")
+    sh = add("show", "explain one event: its destinations, their state and every attempt")
+    sh.add_argument("event_id")
+    sh.add_argument("--json", action="store_true", help="what GET /v1/admin/events/{id} returns")
+    s = add("stats", "per destination: pending, leased, dead, delivered, oldest pending")
+    s.add_argument("--json", action="store_true")
+    t = add("tail", "read or follow the dispatch log")
+    t.add_argument("-f", "--follow", action="store_true")
+    t.add_argument("--json", action="store_true")
+    t.add_argument("--destination")
+    t.add_argument("--event-type")
+    t.add_argument("--outcome", choices=["delivered", "retry", "dead", "leased", "acked"])
+    dead = add("dead", "list or replay dead deliveries")
+    dsub = dead.add_subparsers(dest="dead_command", required=True, metavar="list|replay")
+    dl = dsub.add_parser("list", parents=[common], help="list dead deliveries")
+    dl.add_argument("--destination")
+    dl.add_argument("--json", action="store_true")
+    dl.add_argument("--limit", type=int, default=1000)
+    dr = dsub.add_parser("replay", parents=[common], help="make dead deliveries pending again")
+    dr.add_argument("--destination")
+    dr.add_argument("--id", action="append", default=[], dest="ids", help="event id (repeatable)")
+    dr.add_argument("--since", type=parse_time)
+    dr.add_argument("--until", type=parse_time)
+    dr.add_argument("--dry-run", action="store_true")
+    dr.add_argument("--group", help="a failure group's id, as the console shows it")
+    dr.add_argument("--rate", type=float, help="at most this many events/s, spread out")
+    pa = add("pause", "stop sending to a destination (its backlog is kept)")
+    pa.add_argument("destination")
+    pa.add_argument("--for", dest="duration", help="resume by itself after this long, e.g. 30m")
+    add("resume", "start sending to a paused destination again").add_argument("destination")
+    add("flush", "send a digest or upload now instead of at the end of its period").add_argument(
+        "destination"
+    )
+    lk = add("link", "print one signed tracking URL")
+    lk.add_argument("--kind", required=True, choices=["click", "open", "unsub", "signup"])
+    lk.add_argument("--email")
+    lk.add_argument("--url")
+    lk.add_argument("--listid")
+    lk.add_argument("--sendid")
+    lk.add_argument("--click-tracking-id")
+    lk.add_argument("--mail-class")
+    add("backup", "a consistent copy of the database, safe while the daemon runs").add_argument(
+        "path"
+    )
+    db = add("db", "database maintenance")
+    db.add_subparsers(dest="db_command", required=True, metavar="migrate").add_parser(
+        "migrate", parents=[common], help="apply schema migrations"
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(name)s %(levelname)s %(message)s", stream=sys.stderr
+    )
+    try:
+        config = load(find_config(args.config))
+        return COMMANDS[args.command](args, config)
+    except (ConfigError, Failed, StorageUnavailable) as exc:
+        print(f"relay: {exc}", file=sys.stderr)
+        return 1
+
+
+def _with_store(config: Config, work: Callable[[SqliteStore], Awaitable[int]]) -> int:
+    """Run `work` against the database (the daemon may be running: that's fine)."""
+    if config.storage.backend == "sqlite" and not config.storage.path.exists():
+        raise Failed(
+            f"no database at {config.storage.path} (has relay serve run with this config?)"
+        )
+
+    async def go() -> int:
+        store = make_store(config.storage)
+        await store.open()
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+def cmd_serve(args: argparse.Namespace, config: Config) -> int:
+    import uvloop
+
+    from .daemon import StartupError, serve
+
+    try:
+        uvloop.run(serve(config, find_config(args.config)))
+    except StartupError as exc:
+        raise Failed(str(exc)) from None
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
+    print(f"config: {config.source}")
+    db = config.storage.path if config.storage.backend == "sqlite" else "postgres (storage.dsn)"
+    print(f"listen: {config.server.host}:{config.server.port}  database: {db}")
+    print("destinations:")
+    for name, d in config.destinations.items():
+        if isinstance(d, HttpDestination):
+            where = f"{d.method} {d.url} ({d.format})"
+        else:
+            where = d.describe() if hasattr(d, "describe") else "pull API"
+        print(f"  {name:<16} {d.type:<5} {where}")
+    print("routes:")
+    for r in config.routes:
+        types = "*" if len(r.event_types) == 13 else ",".join(sorted(r.event_types))
+        match = " ".join(f"{k}={'|'.join(sorted(v))}" for k, v in r.match)
+        print(f"  {types} -> {', '.join(r.destinations)}" + (f"  when {match}" if match else ""))
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace, config: Config) -> int:
+    async def work(store: SqliteStore) -> int:
+        stats = await store.stats()
+        for name in config.destinations:
+            stats.destinations.setdefault(name, DestinationStats())
+        if args.json:
+            print(orjson.dumps(stats.as_dict()).decode())
+            return 0
+        print(f"events: {stats.events}  unrouted: {stats.unrouted}")
+        print(
+            f"{'destination':<20}{'pending':>10}{'leased':>10}{'dead':>10}{'delivered':>12}  oldest pending"
+        )
+        for name, d in sorted(stats.destinations.items()):
+            age = "-" if d.oldest_pending_s is None else f"{d.oldest_pending_s:.1f}s"
+            print(f"{name:<20}{d.pending:>10}{d.leased:>10}{d.dead:>10}{d.delivered:>12}  {age}")
+        return 0
+
+    return _with_store(config, work)
+
+
+async def _admin(store: SqliteStore, config: Config, log: DispatchLog | None = None):
+    """`Admin` for a command: no dispatchers to wake (the daemon notices within a second),
+    only the store, the config and, for actions, the dispatch log's audit lines."""
+    from types import SimpleNamespace
+
+    from .admin import Admin
+
+    runtime = SimpleNamespace(
+        store=store,
+        config=config,
+        paused=await store.paused(),
+        dispatchers={},
+        pull_activity={},
+        wake=lambda names: None,
+        log=log,
+    )
+    return Admin(runtime)
+
+
+def cmd_show(args: argparse.Namespace, config: Config) -> int:
+    async def work(store: SqliteStore) -> int:
+        view = await (await _admin(store, config)).event_view(args.event_id)
+        if view is None:
+            raise Failed(f"no event with id {args.event_id!r} (never received, or purged)")
+        if args.json:
+            print(orjson.dumps(view).decode())
+        else:
+            print("\n".join(show_lines(view)))
+        return 0
+
+    return _with_store(config, work)
+
+
+def show_lines(view: dict) -> list[str]:
+    """`relay show`: the event's fields, then each destination and its attempts, one a line."""
+    event = view["event"]
+    out = [f"event {event.get('id')}  {event.get('event_type')}  received {view['received_at']}"]
+    width = max((len(k) for k in event), default=0)
+    for key, value in event.items():
+        if key in ("id", "event_type"):
+            continue
+        text = value if isinstance(value, str) else orjson.dumps(value).decode()
+        out.append(f"  {key:<{width}}  {text}")
+    if not view["destinations"]:
+        out.append("no destinations (no route matched this event)")
+    for d in view["destinations"]:
+        line = f"{d['name']}: {d['state']}, {d['attempts_made']} attempt(s)"
+        if d.get("next_attempt"):
+            line += f", next attempt {d['next_attempt']}"
+        out.append(line)
+        for a in d["attempts"]:
+            parts = [f"  #{a['attempt']}", a["ts"], a["outcome"]]
+            parts.append("-" if a["status"] is None else str(a["status"]))
+            parts.append(f"{a['ms']:g}ms")
+            if a.get("error"):
+                parts.append(a["error"])
+            out.append(" ".join(parts))
+        if not d["attempts"] and d.get("last_error"):
+            out.append(f"  last error: {d['last_error']}")
+    return out
+
+
+def cmd_tail(args: argparse.Namespace, config: Config) -> int:
+    return tail.run(
+        config.dispatch_log, args.follow, args.json, args.destination, args.event_type, args.outcome
+    )
+
+
+def cmd_dead(args: argparse.Namespace, config: Config) -> int:
+    if args.dead_command == "list":
+
+        async def work(store: SqliteStore) -> int:
+            rows = await store.dead_list(args.destination, 0, args.limit)
+            for r in rows:
+                if args.json:
+                    print(orjson.dumps(r.as_dict()).decode())
+                else:
+                    print(
+                        f"{r.event_id}  {r.destination}  {r.event_type}  attempts={r.attempts}  {r.last_error or ''}"
+                    )
+            return 0
+    else:
+        if args.rate is not None and not args.rate > 0:
+            raise Failed("--rate: must be a positive number of events per second")
+
+        async def work(store: SqliteStore) -> int:
+            # The audit line goes to the dispatch log, as from the console (not to stdout).
+            log = DispatchLog(config.dispatch_log) if config.dispatch_log != "-" else None
+            try:
+                result = await (await _admin(store, config, log)).replay(
+                    destination=args.destination,
+                    ids=tuple(args.ids),
+                    since=args.since,
+                    until=args.until,
+                    group=args.group,
+                    dry_run=args.dry_run,
+                    rate=args.rate,
+                    actor="cli",
+                )
+            finally:
+                if log is not None:
+                    log.close()
+            if args.dry_run:
+                print(f"would replay {result['matched']} deliveries")
+            else:
+                print(f"replayed {result['replayed']} deliveries")
+            return 0
+
+    return _with_store(config, work)
+
+
+def _known(config: Config, name: str) -> None:
+    if name not in config.destinations:
+        raise Failed(f"unknown destination {name!r} (known: {', '.join(config.destinations)})")
+
+
+def cmd_pause(args: argparse.Namespace, config: Config) -> int:
+    _known(config, args.destination)
+    until = None
+    if args.duration:
+        try:
+            until = time.time() + parse_duration(args.duration)
+        except ValueError as exc:
+            raise Failed(f"--for: {exc}") from None
+    _with_store(config, lambda store: _done(store.pause(args.destination, until)))
+    print(f"paused {args.destination}" + (f" for {args.duration}" if until else ""))
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace, config: Config) -> int:
+    _known(config, args.destination)
+    _with_store(config, lambda store: _done(store.resume(args.destination)))
+    print(f"resumed {args.destination}")
+    return 0
+
+
+def cmd_flush(args: argparse.Namespace, config: Config) -> int:
+    from .senders import is_periodic
+
+    _known(config, args.destination)
+    if not is_periodic(config.destinations[args.destination]):
+        raise Failed(
+            f"{args.destination} is not an email digest, ftp or sftp destination: nothing to flush"
+        )
+    _with_store(config, lambda store: _done(store.request_flush(args.destination)))
+    print(f"flush requested for {args.destination} (the running daemon sends within seconds)")
+    return 0
+
+
+def cmd_link(args: argparse.Namespace, config: Config) -> int:
+    from .links import make_link
+    from .runtime import tracking_secrets
+    from .tokens import Signer
+    from .web import JsonError
+
+    item = {
+        "kind": args.kind,
+        "email": args.email,
+        "url": args.url,
+        "listid": args.listid,
+        "sendid": args.sendid,
+        "click_tracking_id": args.click_tracking_id,
+        "mail_class": args.mail_class,
+    }
+    try:
+        print(make_link(Signer(tracking_secrets(config), config.server.public_url), item))
+    except JsonError as exc:
+        problem = orjson.loads(exc.text)["errors"][0]
+        raise Failed(f"--{problem['field'].replace('_', '-')}: {problem['message']}") from None
+    return 0
+
+
+def cmd_backup(args: argparse.Namespace, config: Config) -> int:
+    target = Path(args.path)
+    if target.exists():
+        raise Failed(f"{target} exists; choose a new path")
+    _with_store(config, lambda store: _done(store.backup(target)))
+    print(f"backed up {config.storage.path} to {target}")
+    return 0
+
+
+def cmd_db(args: argparse.Namespace, config: Config) -> int:
+    async def work(store: SqliteStore) -> int:
+        print(f"schema version {await store.schema_version()}")
+        return 0
+
+    if config.storage.backend == "sqlite" and not config.storage.path.exists():
+        config.storage.path.touch()
+    return _with_store(config, work)  # opening the store migrates it
+
+
+async def _done(awaitable: Awaitable[object]) -> int:
+    await awaitable
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Config], int]] = {
+    "serve": cmd_serve,
+    "check-config": cmd_check_config,
+    "stats": cmd_stats,
+    "show": cmd_show,
+    "tail": cmd_tail,
+    "dead": cmd_dead,
+    "pause": cmd_pause,
+    "resume": cmd_resume,
+    "flush": cmd_flush,
+    "link": cmd_link,
+    "backup": cmd_backup,
+    "db": cmd_db,
+}

@@ -1,0 +1,417 @@
+"""relay's configuration: TOML parsed once into frozen dataclasses.
+
+`load(path)` reads a file; `load(None)` gives the embedded defaults (loopback, `relay.db`,
+one `pull` destination named `default` that every event is routed to). Every error is a
+`ConfigError` whose message names the file and the dotted key.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from .config_email_ftp import (
+    EmailDestination,
+    FtpDestination,
+    Leased,
+    SftpDestination,
+    parse_email,
+    parse_ftp,
+    parse_sftp,
+)
+from .confread import ConfigError, Table, is_loopback, parse_listen
+from .events import EVENT_TYPES, event_type_for
+
+__all__ = ["Config", "ConfigError", "find_config", "load"]
+
+SEARCH_PATH = ("relay.toml", "/etc/relay/relay.toml")
+DESTINATION_TYPES = ("http", "email", "ftp", "sftp", "pull")
+MAX_PULL_BATCH = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    initial_s: float = 5.0
+    max_s: float = 3600.0
+    multiplier: float = 2.0
+    max_attempts: int = 15
+    max_age_s: float = 3 * 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitPolicy:
+    """`circuit = { failures = 10, cooldown = "30s", max_cooldown = "10m" }`; failures = 0: off."""
+
+    failures: int = 10  # consecutive failed sends that open the circuit
+    cooldown_s: float = 30.0  # wait before the first probe; doubled after each failed probe
+    max_cooldown_s: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class HttpDestination(Leased):
+    name: str
+    url: str
+    method: str = "POST"
+    format: str = "json"
+    headers: tuple[tuple[str, str], ...] = ()
+    signing_key: bytes | None = None  # decoded from `signing_secret`
+    timeout_s: float = 10.0
+    delay_s: float = 0.0
+    batch_size: int = 1
+    concurrency: int = 8
+    source_address: str | None = None
+    retry: RetryPolicy = RetryPolicy()
+    circuit: CircuitPolicy = CircuitPolicy()
+    type: str = "http"
+
+
+@dataclass(frozen=True, slots=True)
+class PullDestination:
+    name: str
+    tokens: tuple[str, ...] = ()
+    lease_s: float = 300.0
+    max_batch: int = MAX_PULL_BATCH
+    delay_s: float = 0.0
+    retry: RetryPolicy = RetryPolicy()
+    type: str = "pull"
+
+
+Destination = (
+    HttpDestination | PullDestination | EmailDestination | FtpDestination | SftpDestination
+)
+# The destinations a dispatcher pushes to (everything but pull).
+PushDestination = HttpDestination | EmailDestination | FtpDestination | SftpDestination
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    event_types: frozenset[str]
+    destinations: tuple[str, ...]
+    match: tuple[tuple[str, frozenset[str]], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = "http://127.0.0.1:8080"
+    trusted_proxies: tuple[str, ...] = ()
+
+    @property
+    def loopback(self) -> bool:
+        return is_loopback(self.host)
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    path: Path = Path("relay.db")
+    retention_s: float = 7 * 86400.0
+    backend: str = "sqlite"
+    dsn: str | None = None
+    pool_size: int = 8
+
+
+@dataclass(frozen=True, slots=True)
+class IngestConfig:
+    tokens: tuple[str, ...] = ()
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_events: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class TrackingConfig:
+    secrets: tuple[str, ...] = ()
+    ip: str = "full"
+    unsubscribe_on_get: bool = False
+    bots: str = "flag"  # flag | drop
+    bot_memory_s: float = 600.0  # how long a honeypot or HEAD visitor stays marked a scanner
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleConfig:
+    tokens: tuple[str, ...] = ()
+    read_only: bool = False
+    show_emails: bool = False
+    # Unsubscribes and complaints still undelivered after this are flagged on the console
+    # (mailbox providers require unsubscribes honoured within 48 h).
+    unsub_deadline_s: float = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    source: str = "<embedded defaults>"
+    server: ServerConfig = ServerConfig()
+    storage: StorageConfig = StorageConfig()
+    ingest: IngestConfig = IngestConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    console: ConsoleConfig = ConsoleConfig()
+    dispatch_log: str = "dispatch.log"
+    destinations: dict[str, Destination] = field(
+        default_factory=lambda: {"default": PullDestination("default")}
+    )
+    routes: tuple[Route, ...] = (Route(EVENT_TYPES, ("default",)),)
+
+
+def find_config(explicit: str | None) -> Path | None:
+    """`-c PATH`, else $RELAY_CONFIG, else ./relay.toml, else /etc/relay/relay.toml, else None."""
+    if explicit:
+        return Path(explicit)
+    if env := os.environ.get("RELAY_CONFIG"):
+        return Path(env)
+    return next((Path(p) for p in SEARCH_PATH if Path(p).is_file()), None)
+
+
+def load(path: Path | None) -> Config:
+    if path is None:
+        return Config()
+    name = str(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{name}: not valid TOML: {exc}") from None
+    return _parse(Table(data, "", name), path.parent)
+
+
+def _parse(top: Table, base_dir: Path) -> Config:
+    server = _server(top.table("server"))
+    storage = _storage(top.table("storage"), base_dir)
+    ingest = _ingest(top.table("ingest"), server)
+    tracking = _tracking(top.table("tracking"))
+    console = _console(top.table("console"))
+    log = top.table("log")
+    dispatch_log = log.str("dispatch", "dispatch.log")
+    if dispatch_log != "-":
+        dispatch_log = str(base_dir / dispatch_log)
+    log.done()
+    dests_table = top.table("destinations")
+    destinations = {
+        name: _destination(dests_table.table(name), name, server, base_dir)
+        for name in list(dests_table.data)
+    }
+    routes = _routes(top, destinations)
+    top.done()
+    return Config(
+        top.file, server, storage, ingest, tracking, console, dispatch_log, destinations, routes
+    )
+
+
+def _server(t: Table) -> ServerConfig:
+    listen = t.str("listen", "127.0.0.1:8080")
+    try:
+        host, port = parse_listen(listen)
+    except ValueError as exc:
+        raise t.error(str(exc), "listen") from None
+    public_url = t.str("public_url", f"http://{listen}").rstrip("/")
+    _require_http_url(t, "public_url", public_url)
+    proxies = t.str_list("trusted_proxies")
+    for i, proxy in enumerate(proxies):
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise t.error(
+                f"{proxy!r} is not an IP address or network", f"trusted_proxies[{i}]"
+            ) from None
+    t.done()
+    return ServerConfig(host, port, public_url, proxies)
+
+
+def _storage(t: Table, base_dir: Path) -> StorageConfig:
+    backend = t.choice("backend", ("sqlite", "postgres"), "sqlite")
+    dsn = t.secret("dsn")
+    if backend == "postgres" and not dsn:
+        raise t.error("the postgres backend needs a dsn (postgresql://user:pass@host/db)", "dsn")
+    path = base_dir / t.str("path", "relay.db")
+    cfg = StorageConfig(
+        path=path,
+        retention_s=t.duration("retention", "7d"),
+        backend=backend,
+        dsn=dsn,
+        pool_size=t.int("pool_size", 8, low=1),
+    )
+    t.done()
+    return cfg
+
+
+def _ingest(t: Table, server: ServerConfig) -> IngestConfig:
+    cfg = IngestConfig(
+        tokens=t.secrets("tokens"),
+        max_body_bytes=t.int("max_body_bytes", 16 * 1024 * 1024, low=1024),
+        max_events=t.int("max_events", 10_000, low=1, high=100_000),
+    )
+    t.done()
+    if not cfg.tokens and not server.loopback:
+        raise t.error(f"required when server.listen is not loopback ({server.host})", "tokens")
+    return cfg
+
+
+def _tracking(t: Table) -> TrackingConfig:
+    cfg = TrackingConfig(
+        secrets=t.secrets("secrets"),
+        ip=t.choice("ip", ("full", "truncated", "none"), "full"),
+        unsubscribe_on_get=t.bool("unsubscribe_on_get", False),
+        bots=t.choice("bots", ("flag", "drop"), "flag"),
+        bot_memory_s=t.duration("bot_memory", "10m"),
+    )
+    t.done()
+    return cfg
+
+
+def _console(t: Table) -> ConsoleConfig:
+    cfg = ConsoleConfig(
+        tokens=t.secrets("tokens"),
+        read_only=t.bool("read_only", False),
+        show_emails=t.bool("show_emails", False),
+        unsub_deadline_s=t.duration("unsub_deadline", "24h"),
+    )
+    t.done()
+    return cfg
+
+
+def _retry(t: Table) -> RetryPolicy:
+    d = RetryPolicy()
+    policy = RetryPolicy(
+        initial_s=t.duration("initial", d.initial_s),
+        max_s=t.duration("max", d.max_s),
+        multiplier=t.float("multiplier", d.multiplier, low=1.0),
+        max_attempts=t.int("max_attempts", d.max_attempts, low=1),
+        max_age_s=t.duration("max_age", d.max_age_s),
+    )
+    t.done()
+    if policy.max_s < policy.initial_s:
+        raise t.error("must not be less than initial", "max")
+    return policy
+
+
+def _circuit(t: Table) -> CircuitPolicy:
+    d = CircuitPolicy()
+    policy = CircuitPolicy(
+        failures=t.int("failures", d.failures, low=0),
+        cooldown_s=t.duration("cooldown", d.cooldown_s),
+        max_cooldown_s=t.duration("max_cooldown", d.max_cooldown_s),
+    )
+    t.done()
+    if policy.max_cooldown_s < policy.cooldown_s:
+        raise t.error("must not be less than cooldown", "max_cooldown")
+    return policy
+
+
+def _destination(t: Table, name: str, server: ServerConfig, base_dir: Path) -> Destination:
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise t.error("destination names may use letters, digits, - and _ only")
+    if not t.has("type"):
+        raise t.error("required", "type")
+    kind = t.choice("type", DESTINATION_TYPES, "http")
+    dest: Destination
+    if kind == "http":
+        dest = _http(t, name)
+    elif kind == "pull":
+        dest = _pull(t, name, server)
+    else:
+        parse = {"email": parse_email, "ftp": parse_ftp, "sftp": parse_sftp}[kind]
+        dest = parse(t, name, _retry(t.table("retry")), base_dir)
+    t.done()
+    return dest
+
+
+def _http(t: Table, name: str) -> HttpDestination:
+    url = t.str("url")
+    if url is None:
+        raise t.error("required", "url")
+    _require_http_url(t, "url", url)
+    headers_t = t.table("headers")
+    headers = tuple((k, headers_t.secret(k)) for k in list(headers_t.data))
+    headers_t.done()
+    secret = t.secret("signing_secret")
+    dest = HttpDestination(
+        name=name,
+        url=url,
+        method=t.choice("method", ("POST", "GET"), "POST"),
+        format=t.choice("format", ("json", "form"), "json"),
+        headers=headers,
+        signing_key=_signing_key(t, secret) if secret else None,
+        timeout_s=t.duration("timeout", "10s"),
+        delay_s=t.duration("delay", "0s"),
+        batch_size=t.int("batch_size", 1, low=1, high=1000),
+        concurrency=t.int("concurrency", 8, low=1, high=1000),
+        source_address=t.str("source_address"),
+        retry=_retry(t.table("retry")),
+        circuit=_circuit(t.table("circuit")),
+    )
+    if dest.batch_size > 1 and (dest.method, dest.format) != ("POST", "json"):
+        raise t.error('batch_size > 1 needs method = "POST" and format = "json"', "batch_size")
+    return dest
+
+
+def _pull(t: Table, name: str, server: ServerConfig) -> PullDestination:
+    dest = PullDestination(
+        name=name,
+        tokens=t.secrets("tokens"),
+        lease_s=t.duration("lease", "5m"),
+        max_batch=t.int("max_batch", MAX_PULL_BATCH, low=1, high=MAX_PULL_BATCH),
+        delay_s=t.duration("delay", "0s"),
+    )
+    if not dest.tokens and not server.loopback:
+        raise t.error(f"required when server.listen is not loopback ({server.host})", "tokens")
+    return dest
+
+
+def _signing_key(t: Table, secret: str) -> bytes:
+    """Standard Webhooks: `whsec_<base64>` is the base64 of the key; other strings are used as is."""
+    if not secret.startswith("whsec_"):
+        return secret.encode()
+    try:
+        return base64.b64decode(secret[6:], validate=True)
+    except ValueError:
+        raise t.error("whsec_ secret is not valid base64", "signing_secret") from None
+
+
+def _require_http_url(t: Table, key: str, url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise t.error(f"must be an http(s) URL, got {url!r}", key)
+
+
+def _routes(top: Table, destinations: dict[str, Destination]) -> tuple[Route, ...]:
+    raw = top.raw("routes", [])
+    if not isinstance(raw, list):
+        raise top.error("must be an array of tables ([[routes]])", "routes")
+    return tuple(
+        _route(Table(r, f"routes[{i}]", top.file), destinations) for i, r in enumerate(raw)
+    )
+
+
+def _route(t: Table, destinations: dict[str, Destination]) -> Route:
+    names = t.str_list("events")
+    if not names:
+        raise t.error('required: a list of triggers or event types, or ["*"]', "events")
+    types: set[str] = set()
+    for name in names:
+        if name == "*":
+            types |= EVENT_TYPES
+        elif (etype := event_type_for(name)) is None:
+            raise t.error(f"{name!r} is not an event type or trigger", "events")
+        else:
+            types.add(etype)
+    dests = t.str_list("destinations")
+    if not dests:
+        raise t.error("required: a list of destination names", "destinations")
+    for d in dests:
+        if d not in destinations:
+            known = ", ".join(destinations) or "none are defined"
+            raise t.error(f"unknown destination {d!r} (known: {known})", "destinations")
+    match_t = t.table("match")
+    match = tuple(
+        (key, frozenset(str(v) for v in match_t.str_list(key)))
+        for key in ("mail_class", "listid")
+        if match_t.has(key)
+    )
+    match_t.done()
+    t.done()
+    return Route(frozenset(types), dests, match)

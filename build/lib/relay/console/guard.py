@@ -1,0 +1,118 @@
+"""Security for `/console/…`: auth, same-origin actions, read-only, headers, HTML errors.
+
+- Every request is authenticated by `relay.console_auth.console_actor` (a console token as
+  Bearer or Basic, or "loopback" when no tokens are set); the actor is kept for the audit
+  trail.
+- An unsafe method (POST) must be same-origin: `Sec-Fetch-Site: same-origin` or `none`
+  (typed into the address bar), else an `Origin` whose host is the request's own `Host`.
+  A request with neither header is allowed: every browser sends `Origin` on a POST and
+  modern ones send `Sec-Fetch-Site`, so such a request is not a browser's cross-site form
+  (curl, a script) — and it still needs the console token. A `Sec-Fetch-Site` of
+  `cross-site`/`same-site`, or a foreign or `null` `Origin`, is a 403.
+- `console.read_only` refuses every POST with 403 (the pages hide the forms).
+- Every console response (pages, static files, the SSE stream, errors) carries a strict
+  CSP (`script-src 'self'`, no inline script or style), `X-Frame-Options: DENY`,
+  `Referrer-Policy: no-referrer` and `Cache-Control: no-store`.
+- Errors under /console are HTML pages, not the API's JSON.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp_jinja2
+import jinja2
+import orjson
+from aiohttp import web
+
+from ..web import RUNTIME, JsonError
+
+log = logging.getLogger("relay.console")
+
+ACTOR = web.RequestKey("console_actor", str)
+JINJA = web.AppKey("console_jinja", jinja2.Environment)
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "frame-ancestors 'none'; form-action 'self'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+def is_console(request: web.BaseRequest) -> bool:
+    return request.path == "/console" or request.path.startswith("/console/")
+
+
+def same_origin(request: web.BaseRequest) -> bool:
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return site in ("same-origin", "none")
+    origin = request.headers.get("Origin")
+    if origin is not None:
+        parts = urlsplit(origin)
+        return parts.scheme in ("http", "https") and parts.netloc.lower() == request.host.lower()
+    # Neither header: not a browser (see the module docstring); auth still applies.
+    return not any(name.lower().startswith("sec-fetch-") for name in request.headers)
+
+
+def render(name: str, request: web.Request, ctx: dict[str, Any], status: int = 200) -> web.Response:
+    """A template with what every page shows (who, read-only) added to `ctx`."""
+    cfg = request.app[RUNTIME].config.console
+    common = {"actor": request.get(ACTOR, ""), "read_only": cfg.read_only, "path": request.path}
+    return aiohttp_jinja2.render_template(
+        name, request, {"flash": None, **common, **ctx}, app_key=JINJA, status=status
+    )
+
+
+def error_page(
+    request: web.Request, status: int, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    response = render(
+        "error.html", request, {"status": status, "message": message, "title": f"{status}"}, status
+    )
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+@web.middleware
+async def console_guard(request: web.Request, handler: Any) -> web.StreamResponse:
+    if not is_console(request):
+        return await handler(request)
+    from ..console_auth import console_actor
+
+    try:
+        request[ACTOR] = console_actor(request)
+        if request.method not in SAFE_METHODS:
+            if request.app[RUNTIME].config.console.read_only:
+                return error_page(request, 403, "The console is read-only (console.read_only).")
+            if not same_origin(request):
+                return error_page(request, 403, "Cross-site request refused.")
+        return await handler(request)
+    except JsonError as exc:
+        try:
+            message = orjson.loads(exc.text or "{}").get("error", exc.reason)
+        except orjson.JSONDecodeError:
+            message = exc.reason
+        keep = {k: v for k, v in exc.headers.items() if k in ("WWW-Authenticate", "Allow")}
+        return error_page(request, exc.status, message, keep)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        keep = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return error_page(request, exc.status, exc.text or exc.reason, keep)
+    except Exception:
+        log.exception("console error on %s %s", request.method, request.path)
+        return error_page(request, 500, "Internal error (see the daemon's log).")
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    if is_console(request):
+        response.headers.update(HEADERS)

@@ -1,0 +1,72 @@
+"""POST /v1/events: one event, a JSON array, or NDJSON; all-or-nothing; 202 after commit."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+from aiohttp import web
+
+from .events import Problem, validate
+from .store import StorageUnavailable
+from .web import RUNTIME, JsonError, check_bearer, json_response
+
+JSON_TYPES = frozenset({"application/json", "text/json"})
+NDJSON_TYPES = frozenset(
+    {"application/x-ndjson", "application/jsonl", "application/x-jsonlines", "application/ndjson"}
+)
+MAX_QUEUED_EVENTS = 200_000  # beyond this, the writer is behind: shed load with 503
+RETRY_AFTER = {"Retry-After": "1"}
+
+
+def parse_body(body: bytes, content_type: str) -> list:
+    """The request's items; a single object is a batch of one."""
+    if content_type in NDJSON_TYPES:
+        items = []
+        for number, line in enumerate(body.splitlines()):
+            if line.strip():
+                try:
+                    items.append(orjson.loads(line))
+                except orjson.JSONDecodeError as exc:
+                    raise JsonError(
+                        400, f"malformed JSON on line {number + 1}: {exc}", index=len(items)
+                    ) from None
+        return items
+    if content_type not in JSON_TYPES:
+        raise JsonError(415, "Content-Type must be application/json or application/x-ndjson")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise JsonError(400, f"malformed JSON: {exc}") from None
+    return data if isinstance(data, list) else [data]
+
+
+def invalid(problems: list[Problem]) -> JsonError:
+    return JsonError(400, "invalid events", errors=[p.as_dict() for p in problems[:1000]])
+
+
+async def post_events(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    limits = runtime.config.ingest
+    check_bearer(request, limits.tokens)
+    items = parse_body(await request.read(), request.content_type)
+    if not items:
+        raise JsonError(400, "no events in the request")
+    if len(items) > limits.max_events:
+        raise JsonError(413, f"at most {limits.max_events} events a request, got {len(items)}")
+    received_at = time.time()
+    problems: list[Problem] = []
+    events = [validate(i, item, received_at, problems) for i, item in enumerate(items)]
+    if problems:
+        raise invalid(problems)
+    if getattr(runtime.store, "queued_events", 0) > MAX_QUEUED_EVENTS:
+        raise JsonError(503, "overloaded: try again shortly", RETRY_AFTER)
+    batch = [
+        runtime.new_event(e, received_at, check_duplicate="id" in item)
+        for e, item in zip(events, items, strict=True)
+    ]
+    try:
+        await runtime.commit(batch, "api")
+    except StorageUnavailable as exc:
+        raise JsonError(503, f"storage unavailable: {exc}", RETRY_AFTER) from None
+    return json_response({"accepted": len(batch), "ids": [e.id for e in batch]}, status=202)

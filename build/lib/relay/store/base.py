@@ -1,0 +1,319 @@
+"""The queue interface every storage backend implements, and the values it trades in.
+
+A delivery is one (event, destination) pair. Its life: `pending` (due at `due_at`) →
+`leased` by a claim (until the lease runs out) → `delivered`, back to `pending` by a retry,
+or `dead`. A `dead` delivery goes back to `pending` only by replay. Every claim carries a
+fresh `lease` token, and ack/retry/dead only act on a delivery whose token still matches,
+so a claim that has expired and been re-claimed can never be finished twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Protocol
+
+
+class State(IntEnum):
+    PENDING = 0
+    LEASED = 1
+    DELIVERED = 2
+    DEAD = 3
+
+
+class StorageUnavailable(Exception):
+    """The store cannot take writes right now (disk full, locked, closed): answer 503."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    id: str
+    event_type: str
+    received_at: float
+    body: bytes  # the event as JSON
+    deliveries: tuple[tuple[str, float], ...]  # (destination, due_at)
+    check_duplicate: bool = True  # False for ids relay made itself: they cannot collide
+    # Tracking events: (event_type, email, sendid). The store adds `"first": true|false` to
+    # the body — true when no earlier event had this key — inside the same transaction.
+    first_key: tuple[str, str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    delivery_id: int
+    lease: int
+    event_id: str
+    event_type: str
+    body: bytes
+    attempts: int  # including this one
+    created_at: float  # when relay received the event
+
+
+@dataclass(slots=True)
+class DestinationStats:
+    pending: int = 0
+    leased: int = 0
+    dead: int = 0
+    delivered: int = 0
+    oldest_pending_s: float | None = None
+
+    def as_dict(self) -> dict:
+        return {
+            "pending": self.pending,
+            "leased": self.leased,
+            "dead": self.dead,
+            "delivered": self.delivered,
+            "oldest_pending_s": self.oldest_pending_s,
+        }
+
+
+@dataclass(slots=True)
+class Stats:
+    events: int = 0
+    unrouted: int = 0
+    destinations: dict[str, DestinationStats] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {
+            "events": self.events,
+            "unrouted": self.unrouted,
+            "destinations": {k: v.as_dict() for k, v in sorted(self.destinations.items())},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DeadDelivery:
+    delivery_id: int
+    event_id: str
+    event_type: str
+    destination: str
+    attempts: int
+    last_error: str | None
+    created_at: float
+    died_at: float
+
+    def as_dict(self) -> dict:
+        return {
+            "id": self.delivery_id,
+            "event_id": self.event_id,
+            "event_type": self.event_type,
+            "destination": self.destination,
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+            "received_at": self.created_at,
+            "died_at": self.died_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """What one send of a batch of claims gave, kept per delivery for `relay show` and the
+    console. The store adds the outcome from the verb it is passed to (ack/retry/dead)."""
+
+    destination: str
+    ts: float
+    status: int | None = None  # HTTP status or SMTP code
+    ms: float = 0.0
+    error: str | None = None
+    response: str | None = None  # the first RESPONSE_CHARS of the answer
+
+
+RESPONSE_CHARS = 2048
+ATTEMPTS_KEPT = 20  # per delivery: the oldest beyond this are dropped as new ones come
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    delivery_id: int
+    event_id: str
+    event_type: str
+    destination: str
+    attempt: int  # 1 for the first try
+    ts: float
+    outcome: str  # delivered | retry | dead
+    status: int | None
+    ms: float
+    error: str | None
+    response: str | None
+
+    def as_dict(self) -> dict:
+        return {
+            "attempt": self.attempt,
+            "ts": self.ts,
+            "outcome": self.outcome,
+            "status": self.status,
+            "ms": round(self.ms, 1),
+            "error": self.error,
+            "response": self.response,
+            "event_id": self.event_id,
+            "event_type": self.event_type,
+            "destination": self.destination,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptFilter:
+    destination: str | None = None
+    outcome: str | None = None  # delivered | retry | dead | failed (retry or dead)
+    event_type: str | None = None
+    since: float | None = None
+    until: float | None = None
+    before: tuple[float, int, int] | None = (
+        None  # keyset: (ts, delivery_id, attempt) of the last row seen
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryDetail:
+    delivery_id: int
+    destination: str
+    state: State
+    due_at: float  # pending: next attempt; leased: lease expiry
+    attempts: int
+    last_error: str | None
+    updated_at: float
+    history: tuple[AttemptRecord, ...]  # oldest first
+
+
+@dataclass(frozen=True, slots=True)
+class EventDetail:
+    id: str
+    event_type: str
+    received_at: float
+    body: bytes
+    deliveries: tuple[DeliveryDetail, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    ts: float
+    actor: str  # the console token's name, "loopback" or "cli"
+    action: str  # pause | resume | replay
+    target: str  # a destination, or "*"
+    count: int | None
+    detail: str  # e.g. the replay filter or the pause duration, as shown to operators
+
+    def as_dict(self) -> dict:
+        return {
+            "ts": self.ts,
+            "actor": self.actor,
+            "action": self.action,
+            "target": self.target,
+            "count": self.count,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayFilter:
+    destination: str | None = None
+    ids: tuple[str, ...] = ()
+    since: float | None = None  # on the time relay received the event
+    until: float | None = None
+
+
+class Store(Protocol):
+    async def open(self) -> None:
+        """Create or migrate the schema; refuse a schema newer than this code."""
+
+    async def close(self) -> None:
+        """Finish the group commit in progress, then close."""
+
+    async def append(self, events: list[NewEvent]) -> int:
+        """Commit events and their pending deliveries; return how many were new.
+
+        Returns only after the commit (the caller's 2xx depends on it). An event whose `id`
+        is already stored is skipped with its deliveries: ingestion is idempotent.
+        """
+
+    async def claim(self, destination: str, limit: int, lease_s: float) -> list[Claimed]:
+        """Lease up to `limit` due deliveries of `destination`, oldest due first."""
+
+    async def ack(self, claims: list[Claimed], attempt: Attempt | None = None) -> None:
+        """Mark claimed deliveries delivered (those whose lease still matches).
+
+        With `attempt`, record it in each delivery's history (outcome `delivered`), in the
+        same transaction; ATTEMPTS_KEPT per delivery are kept.
+        """
+
+    async def retry(
+        self, claims: list[tuple[Claimed, float]], error: str | None, attempt: Attempt | None = None
+    ) -> None:
+        """Return claimed deliveries to pending, each due again at its own time."""
+
+    async def dead(
+        self, claims: list[Claimed], error: str | None, attempt: Attempt | None = None
+    ) -> None:
+        """Give up on claimed deliveries; they stay until retention and can be replayed."""
+
+    async def release(self, claims: list[Claimed]) -> None:
+        """Hand back claims that were never attempted: pending and due now, attempts as before."""
+
+    async def ack_lease(self, destination: str, lease: int) -> list[str]:
+        """Pull API: mark every delivery still held under `lease` delivered; return event ids."""
+
+    async def release_leases(self, keep: list[str]) -> int:
+        """Start-up: make every delivery a previous run had claimed due now, except those of
+        the destinations in `keep` (pull leases: their client may still ack them)."""
+
+    async def replay(
+        self, where: ReplayFilter, dry_run: bool = False, rate: float | None = None
+    ) -> list[str]:
+        """Make matching dead deliveries pending again with attempts reset; return event ids.
+
+        With `rate` (events/s), the n-th replayed delivery is due n/rate seconds from now,
+        so a recovering receiver gets them spread out, oldest first.
+        """
+
+    async def check_writable(self) -> None:
+        """Readiness: prove a write commits (and change nothing); raise StorageUnavailable."""
+
+    async def next_due(self, destination: str) -> float | None:
+        """When the earliest pending delivery of `destination` is due (None: nothing pending)."""
+
+    async def stats(self) -> Stats:
+        """Counts from counters the store keeps as it writes: no scan of big tables."""
+
+    async def dead_list(
+        self,
+        destination: str | None,
+        after: int,
+        limit: int,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[DeadDelivery]:
+        """Dead deliveries by id after `after` (keyset pages); since/until on received time."""
+
+    async def event(self, event_id: str) -> EventDetail | None:
+        """One event, each delivery of it and their recorded attempts (`relay show`)."""
+
+    async def attempts(self, where: AttemptFilter, limit: int) -> list[AttemptRecord]:
+        """Recorded attempts, newest first (the console's destination page)."""
+
+    async def oldest_pending(
+        self, event_types: tuple[str, ...], older_than: float
+    ) -> dict[str, tuple[int, float]]:
+        """Per destination: (how many, oldest received_at) of live deliveries of events of
+        these types received before `older_than` (the console's unsubscribe deadline)."""
+
+    async def audit(self, entry: AuditEntry) -> None: ...
+
+    async def audit_log(self, limit: int) -> list[AuditEntry]:
+        """The newest entries first."""
+
+    async def pause(self, destination: str, until: float | None) -> None: ...
+
+    async def resume(self, destination: str) -> None: ...
+
+    async def request_flush(self, destination: str) -> None:
+        """Ask the running daemon to send `destination`'s digest or upload now (`relay flush`)."""
+
+    async def take_flushes(self) -> list[str]:
+        """The destinations a flush was asked for since the last call; each request is taken
+        once (the daemon's upkeep polls this every second)."""
+
+    async def paused(self) -> dict[str, float | None]:
+        """Paused destinations and when each resumes by itself (None: until resumed)."""
+
+    async def purge(self, older_than: float) -> int:
+        """Delete finished and dead deliveries, and events with none left, older than this."""
