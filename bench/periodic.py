@@ -19,9 +19,9 @@ import orjson
 from aiosmtpd.controller import Controller
 
 from relay.config import RetryPolicy
-from relay.config_email_ftp import EmailDestination, FtpDestination
-from relay.dispatch_log import DispatchLog
-from relay.senders import make_dispatcher
+from relay.config.destinations import EmailDestination, FtpDestination
+from relay.dispatch.factory import make_dispatcher
+from relay.dispatch.log import DispatchLog
 from relay.store import NewEvent, SqliteStore
 
 EVENT = {

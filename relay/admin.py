@@ -16,9 +16,9 @@ from typing import Any
 
 import orjson
 
-from .activity import Activity
 from .config import PullDestination
-from .dispatch_log import iso_ms
+from .dispatch.activity import Activity
+from .dispatch.log import iso_ms
 from .store import (
     AttemptFilter,
     AuditEntry,

@@ -15,8 +15,8 @@ import orjson
 
 from . import __version__, tail
 from .config import Config, ConfigError, HttpDestination, find_config, load
-from .confread import parse_duration
-from .dispatch_log import DispatchLog
+from .config.reader import parse_duration
+from .dispatch.log import DispatchLog
 from .store import DestinationStats, SqliteStore, StorageUnavailable, make_store
 
 
@@ -335,7 +335,7 @@ def cmd_resume(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_flush(args: argparse.Namespace, config: Config) -> int:
-    from .senders import is_periodic
+    from .dispatch.factory import is_periodic
 
     _known(config, args.destination)
     if not is_periodic(config.destinations[args.destination]):
@@ -348,10 +348,10 @@ def cmd_flush(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_link(args: argparse.Namespace, config: Config) -> int:
-    from .links import make_link
+    from .domain.tokens import Signer
     from .runtime import tracking_secrets
-    from .tokens import Signer
-    from .web import JsonError
+    from .web.common import JsonError
+    from .web.links import make_link
 
     item = {
         "kind": args.kind,

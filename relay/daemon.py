@@ -18,13 +18,13 @@ from pathlib import Path
 from aiohttp import web
 
 from .config import Config, ConfigError, PullDestination, load
-from .dispatch_log import DispatchLog
-from .notify import Heartbeat, Notifier, status_line
-from .periodic import leads
+from .dispatch.log import DispatchLog
+from .dispatch.periodic import leads
 from .runtime import Runtime
-from .spool import Spool
 from .store import StorageUnavailable, make_store
-from .web import create_app
+from .store.spool import Spool
+from .systemd import Heartbeat, Notifier, status_line
+from .web.app import create_app
 
 log = logging.getLogger("relay")
 

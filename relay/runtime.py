@@ -19,18 +19,18 @@ from pathlib import Path
 
 import orjson
 
-from .activity import Activity
-from .bots import BotDetector
 from .config import Config, PullDestination, PushDestination
-from .dispatch import Dispatcher
-from .dispatch_log import DispatchLog
+from .dispatch.activity import Activity
+from .dispatch.dispatcher import Dispatcher
+from .dispatch.factory import make_dispatcher
+from .dispatch.log import DispatchLog
+from .dispatch.periodic import PeriodicDispatcher
+from .domain.bots import BotDetector
+from .domain.routing import Router
+from .domain.tokens import Signer
 from .metrics import Metrics
-from .periodic import PeriodicDispatcher
-from .routing import Router
-from .senders import make_dispatcher
-from .spool import Spool
 from .store import NewEvent, StorageUnavailable, Store
-from .tokens import Signer
+from .store.spool import Spool
 
 log = logging.getLogger("relay")
 

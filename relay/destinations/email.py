@@ -19,7 +19,7 @@ from email.utils import formatdate
 import aiosmtplib
 import orjson
 
-from ..config_email_ftp import EmailDestination
+from ..config.destinations import EmailDestination
 from ..store import Claimed
 from .base import Result, tls_context
 from .http import message_id

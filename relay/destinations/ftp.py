@@ -14,7 +14,7 @@ import ssl
 
 import aioftp
 
-from ..config_email_ftp import FtpDestination
+from ..config.destinations import FtpDestination
 from .base import Result, tls_context
 from .logfile import LogFileSender, free_name, temp_name
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from relay.config import ConfigError, HttpDestination, PullDestination, RetryPolicy, load
-from relay.confread import parse_duration
-from relay.events import EVENT_TYPES
+from relay.config.reader import parse_duration
+from relay.domain.events import EVENT_TYPES
 
 LOOP = '[server]\nlisten = "127.0.0.1:8080"\n'
 HOOK = '[destinations.crm]\ntype = "http"\nurl = "https://crm.example.com/hooks/email"\n'

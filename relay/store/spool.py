@@ -17,7 +17,7 @@ from pathlib import Path
 
 import orjson
 
-from .store import NewEvent
+from . import NewEvent
 
 log = logging.getLogger("relay.spool")
 

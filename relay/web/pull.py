@@ -7,11 +7,11 @@ import time
 import orjson
 from aiohttp import web
 
-from .activity import Activity
-from .config import PullDestination
-from .dispatch_log import iso_ms
-from .store import Claimed
-from .web import RUNTIME, JsonError, check_bearer, json_response
+from ..config import PullDestination
+from ..dispatch.activity import Activity
+from ..dispatch.log import iso_ms
+from ..store import Claimed
+from .common import RUNTIME, JsonError, check_bearer, json_response
 
 
 def _destination(request: web.Request) -> PullDestination:

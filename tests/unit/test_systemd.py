@@ -8,7 +8,7 @@ import tempfile
 
 import pytest
 
-from relay.notify import Notifier
+from relay.systemd import Notifier
 
 
 def test_without_notify_socket_everything_is_a_no_op():

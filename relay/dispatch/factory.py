@@ -7,30 +7,30 @@ takes ~0.3 s to import) are imported only when a destination needs them.
 
 from __future__ import annotations
 
-from .config import HttpDestination, PushDestination
-from .config_email_ftp import EmailDestination, FtpDestination, SftpDestination
-from .destinations.base import Sender
-from .dispatch import Dispatcher
-from .dispatch_log import DispatchLog
+from ..config import HttpDestination, PushDestination
+from ..config.destinations import EmailDestination, FtpDestination, SftpDestination
+from ..destinations.base import Sender
+from ..store import Store
+from .dispatcher import Dispatcher
+from .log import DispatchLog
 from .periodic import PeriodicDispatcher
-from .store import Store
 
 
 def make_sender(dest: PushDestination) -> Sender:
     if isinstance(dest, HttpDestination):
-        from .destinations.http import HttpSender
+        from ..destinations.http import HttpSender
 
         return HttpSender(dest)
     if isinstance(dest, EmailDestination):
-        from .destinations.email import EmailSender
+        from ..destinations.email import EmailSender
 
         return EmailSender(dest)
     if isinstance(dest, FtpDestination):
-        from .destinations.ftp import FtpSender
+        from ..destinations.ftp import FtpSender
 
         return FtpSender(dest)
     assert isinstance(dest, SftpDestination), dest
-    from .destinations.sftp import SftpSender
+    from ..destinations.sftp import SftpSender
 
     return SftpSender(dest)
 

@@ -19,12 +19,12 @@ from __future__ import annotations
 import logging
 import time
 
-from .config_email_ftp import EmailDestination, FtpDestination, SftpDestination
-from .destinations.base import Outcome, Result, Sender
-from .destinations.logfile import period_start
-from .dispatch import IDLE_POLL_S, Dispatcher
-from .dispatch_log import DispatchLog
-from .store import Claimed, Store
+from ..config.destinations import EmailDestination, FtpDestination, SftpDestination
+from ..destinations.base import Outcome, Result, Sender
+from ..destinations.logfile import period_start
+from ..store import Claimed, Store
+from .dispatcher import IDLE_POLL_S, Dispatcher
+from .log import DispatchLog
 
 log = logging.getLogger("relay.dispatch")
 

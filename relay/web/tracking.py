@@ -16,12 +16,12 @@ import time
 from aiohttp import web
 from multidict import CIMultiDict
 
-from .bots import Verdict
-from .events import new_id
-from .runtime import Runtime
-from .store import StorageUnavailable
-from .tokens import is_safe_url
-from .web import RUNTIME
+from ..domain.bots import Verdict
+from ..domain.events import new_id
+from ..domain.tokens import is_safe_url
+from ..runtime import Runtime
+from ..store import StorageUnavailable
+from .common import RUNTIME
 
 log = logging.getLogger("relay.tracking")
 

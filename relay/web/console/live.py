@@ -20,8 +20,8 @@ from typing import Any
 
 import orjson
 
-from ..admin import mask_email
-from ..tail import matches, pretty
+from ...admin import mask_email
+from ...tail import matches, pretty
 
 log = logging.getLogger("relay.console")
 

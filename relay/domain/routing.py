@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from .config import Destination, Route
+from ..config import Destination, Route
 from .events import EVENT_TYPES
 
 

@@ -1,18 +1,18 @@
-"""The aiohttp application: routes, JSON errors, bearer auth, health."""
+"""What every route module shares, and nothing else: the app keys, JSON answers and
+errors, and bearer auth. A leaf: it imports no route module, so route modules import it
+and only the app factory imports them."""
 
 from __future__ import annotations
 
 import hmac
 import logging
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from .metrics import count_requests
-from .runtime import Runtime
+from ..runtime import Runtime
 
 log = logging.getLogger("relay.web")
 
@@ -77,56 +77,3 @@ async def errors_as_json(request: web.Request, handler: Any) -> web.StreamRespon
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         raise JsonError(500, "internal error") from None
-
-
-async def healthz(request: web.Request) -> web.Response:
-    return json_response({"status": "ok"})
-
-
-async def readyz(request: web.Request) -> web.Response:
-    problems = await request.app[RUNTIME].readiness_problems()
-    if problems:
-        return json_response({"status": "unavailable", "problems": problems}, status=503)
-    return json_response({"status": "ready"})
-
-
-async def metrics(request: web.Request) -> web.Response:
-    """Prometheus exposition; OpenMetrics when the scraper asks for it."""
-    runtime = request.app[RUNTIME]
-    body, content_type = await runtime.metrics.scrape(runtime, request.headers.get("Accept"))
-    return web.Response(body=body, headers={"Content-Type": content_type})
-
-
-OPENAPI = Path(__file__).with_name("openapi.json")  # generated from docs/openapi.yaml
-
-
-async def openapi(request: web.Request) -> web.Response:
-    return web.Response(body=OPENAPI.read_bytes(), content_type="application/json")
-
-
-def create_app(runtime: Runtime) -> web.Application:
-    from . import ingest, links, pull, tracking  # the handlers import this module for RUNTIME
-
-    app = web.Application(
-        # Counting outermost: it sees the status errors_as_json turned an exception into.
-        middlewares=[count_requests(runtime.metrics), errors_as_json],
-        client_max_size=runtime.config.ingest.max_body_bytes,
-    )
-    app[RUNTIME] = runtime
-    app.router.add_post("/v1/events", ingest.post_events)
-    app.router.add_post("/v1/links", links.post_links)
-    app.router.add_post("/v1/rewrite", links.post_rewrite)
-    tracking.add_routes(app)
-    app.router.add_get("/v1/pull/{destination}", pull.lease)
-    app.router.add_post("/v1/pull/{destination}/ack", pull.ack)
-    from . import admin_api  # the admin JSON API (/v1/admin)
-
-    admin_api.add_routes(app)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/v1/openapi.json", openapi)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
-    from . import console  # the operator console's HTML pages (/console/)
-
-    console.add_routes(app)
-    return app

@@ -1,6 +1,6 @@
 """The admin JSON API (`/v1/admin/*`): what the console shows, for scripts.
 
-Every route needs a console token (`relay.console_auth.console_actor`: Bearer, or Basic
+Every route needs a console token (`relay.web.auth.console_actor`: Bearer, or Basic
 with the token as password); with no `console.tokens` it is open on a loopback listener
 only. Actions (pause, resume, replay) answer 403 when `console.read_only` is set, and each
 one is written to the audit trail with the caller's actor name.
@@ -21,10 +21,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from .admin import Admin
-from .confread import parse_duration
-from .console_auth import console_actor
-from .web import RUNTIME, JsonError, json_response
+from ..admin import Admin
+from ..config.reader import parse_duration
+from .auth import console_actor
+from .common import RUNTIME, JsonError, json_response
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100

@@ -7,9 +7,9 @@ import time
 import orjson
 from aiohttp import web
 
-from .events import Problem, validate
-from .store import StorageUnavailable
-from .web import RUNTIME, JsonError, check_bearer, json_response
+from ..domain.events import Problem, validate
+from ..store import StorageUnavailable
+from .common import RUNTIME, JsonError, check_bearer, json_response
 
 JSON_TYPES = frozenset({"application/json", "text/json"})
 NDJSON_TYPES = frozenset(

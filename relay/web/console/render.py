@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from markupsafe import Markup
 
-from ..dispatch_log import iso_ms
+from ...dispatch.log import iso_ms
 
 SPARK_W, SPARK_H = 120, 24
 

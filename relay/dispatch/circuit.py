@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from .config import CircuitPolicy
+from ..config import CircuitPolicy
 
 
 class CircuitState(StrEnum):

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .config_email_ftp import (
+from ..domain.events import EVENT_TYPES, event_type_for
+from .destinations import (
     EmailDestination,
     FtpDestination,
     Leased,
@@ -24,8 +25,7 @@ from .config_email_ftp import (
     parse_ftp,
     parse_sftp,
 )
-from .confread import ConfigError, Table, is_loopback, parse_listen
-from .events import EVENT_TYPES, event_type_for
+from .reader import ConfigError, Table, is_loopback, parse_listen
 
 __all__ = ["Config", "ConfigError", "find_config", "load"]
 

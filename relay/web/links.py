@@ -7,8 +7,8 @@ import asyncio
 import orjson
 from aiohttp import web
 
-from .tokens import FIELDS, Signer, TokenError
-from .web import RUNTIME, JsonError, check_bearer, json_response
+from ..domain.tokens import FIELDS, Signer, TokenError
+from .common import RUNTIME, JsonError, check_bearer, json_response
 
 LINK_KINDS = ("click", "open", "unsub", "signup")
 MAX_LINKS = 10_000
@@ -76,7 +76,7 @@ async def post_links(request: web.Request) -> web.Response:
 
 
 async def post_rewrite(request: web.Request) -> web.Response:
-    from .rewrite import rewrite
+    from ..domain.rewrite import rewrite
 
     body = await _json_body(request)
     if not isinstance(body, dict) or not isinstance(body.get("html"), str):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from relay.config import ConfigError, RetryPolicy, load
-from relay.config_email_ftp import EmailDestination, FtpDestination, SftpDestination
+from relay.config.destinations import EmailDestination, FtpDestination, SftpDestination
 
 ROUTE = '[[routes]]\nevents = ["*"]\ndestinations = ["d"]\n'
 EMAIL = '[destinations.d]\ntype = "email"\nhost = "mx"\nfrom = "r@example.com"\nto = ["a@example.com"]\n'

@@ -20,10 +20,10 @@ import jinja2
 import orjson
 from aiohttp import web
 
-from ..admin import Admin
-from ..confread import parse_duration
-from ..store import AttemptFilter
-from ..web import RUNTIME
+from ...admin import Admin
+from ...config.reader import parse_duration
+from ...store import AttemptFilter
+from ..common import RUNTIME
 from . import live
 from .guard import ACTOR, JINJA, console_guard, render, security_headers
 from .render import FILTERS
@@ -251,7 +251,7 @@ def curl(dest: Any, event: dict[str, Any]) -> str:
     Header values from the config and the signature headers are placeholders: the page never
     shows a secret. Masked email addresses stay masked.
     """
-    from ..destinations.http import flatten
+    from ...destinations.http import flatten
 
     url, body = dest.url, None
     headers = [(k, f"<{k} from the config>") for k in dict(dest.headers)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from .config import RetryPolicy
+from ..config import RetryPolicy
 
 JITTER = 0.2  # a retry comes up to 20% early, so failures that happened together spread out
 

@@ -1,6 +1,6 @@
 """Security for `/console/…`: auth, same-origin actions, read-only, headers, HTML errors.
 
-- Every request is authenticated by `relay.console_auth.console_actor` (a console token as
+- Every request is authenticated by `relay.web.auth.console_actor` (a console token as
   Bearer or Basic, or "loopback" when no tokens are set); the actor is kept for the audit
   trail.
 - An unsafe method (POST) must be same-origin: `Sec-Fetch-Site: same-origin` or `none`
@@ -27,7 +27,7 @@ import jinja2
 import orjson
 from aiohttp import web
 
-from ..web import RUNTIME, JsonError
+from ..common import RUNTIME, JsonError
 
 log = logging.getLogger("relay.console")
 
@@ -86,7 +86,7 @@ def error_page(
 async def console_guard(request: web.Request, handler: Any) -> web.StreamResponse:
     if not is_console(request):
         return await handler(request)
-    from ..console_auth import console_actor
+    from ..auth import console_actor
 
     try:
         request[ACTOR] = console_actor(request)

@@ -17,7 +17,7 @@ import hmac
 
 from aiohttp import web
 
-from .web import RUNTIME, JsonError
+from .common import RUNTIME, JsonError
 
 REALM = 'Basic realm="relay console"'
 NEEDS_TOKENS = "console needs console.tokens on a non-loopback listener"

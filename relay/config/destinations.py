@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .confread import Table
+from .reader import Table
 
 if TYPE_CHECKING:
-    from .config import RetryPolicy
+    from . import RetryPolicy
 
 FORMATS = ("jsonl", "csv", "form")
 EXTENSIONS = {"jsonl": "jsonl", "csv": "csv", "form": "txt"}

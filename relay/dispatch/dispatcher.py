@@ -16,13 +16,13 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 
+from ..config import CircuitPolicy, HttpDestination
+from ..destinations.base import Outcome, Result, Sender
+from ..store import RESPONSE_CHARS, Attempt, Claimed, Store
 from .activity import Activity
 from .backoff import next_attempt_at
 from .circuit import Circuit, CircuitState, Gate
-from .config import CircuitPolicy, HttpDestination
-from .destinations.base import Outcome, Result, Sender
-from .dispatch_log import DispatchLog, attempt_line
-from .store import RESPONSE_CHARS, Attempt, Claimed, Store
+from .log import DispatchLog, attempt_line
 
 log = logging.getLogger("relay.dispatch")
 
