@@ -348,10 +348,9 @@ def cmd_flush(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_link(args: argparse.Namespace, config: Config) -> int:
+    from .domain.links import LinkError, make_link
     from .domain.tokens import Signer
     from .runtime import tracking_secrets
-    from .web.common import JsonError
-    from .web.links import make_link
 
     item = {
         "kind": args.kind,
@@ -364,9 +363,8 @@ def cmd_link(args: argparse.Namespace, config: Config) -> int:
     }
     try:
         print(make_link(Signer(tracking_secrets(config), config.server.public_url), item))
-    except JsonError as exc:
-        problem = orjson.loads(exc.text)["errors"][0]
-        raise Failed(f"--{problem['field'].replace('_', '-')}: {problem['message']}") from None
+    except LinkError as exc:
+        raise Failed(f"--{exc.field.replace('_', '-')}: {exc.message}") from None
     return 0
 
 

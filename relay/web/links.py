@@ -7,10 +7,10 @@ import asyncio
 import orjson
 from aiohttp import web
 
-from ..domain.tokens import FIELDS, Signer, TokenError
+from ..domain.links import LinkError, make_link, message_fields
+from ..domain.tokens import Signer, TokenError
 from .common import RUNTIME, JsonError, check_bearer, json_response
 
-LINK_KINDS = ("click", "open", "unsub", "signup")
 MAX_LINKS = 10_000
 ONE_CLICK = "List-Unsubscribe=One-Click"
 MAX_HTML = 4 * 1024 * 1024
@@ -26,43 +26,11 @@ async def _json_body(request: web.Request) -> object:
         raise JsonError(400, f"malformed JSON: {exc}") from None
 
 
-def _message_fields(item: dict, index: int) -> dict[str, str | None]:
-    fields = {}
-    for name in FIELDS:
-        value = item.get(name)
-        if value is not None and not isinstance(value, str | int) or isinstance(value, bool):
-            raise JsonError(
-                400,
-                "invalid links",
-                errors=[{"index": index, "field": name, "message": "must be a string"}],
-            )
-        fields[name] = None if value is None else str(value)
-    return fields
-
-
-def make_link(signer: Signer, item: object, index: int = 0) -> str:
-    """One signed URL from `{"kind", "email", "url", ...}`; a 400 naming the field if it can't be."""
-
-    def bad(field: str, message: str) -> JsonError:
-        return JsonError(
-            400, "invalid links", errors=[{"index": index, "field": field, "message": message}]
-        )
-
-    if not isinstance(item, dict):
-        raise bad("", "must be a JSON object")
-    kind = item.get("kind")
-    if kind not in LINK_KINDS:
-        raise bad("kind", f"must be one of {', '.join(LINK_KINDS)}")
-    fields = _message_fields(item, index)
-    if kind == "click" and not fields["url"]:
-        raise bad("url", "required for a click link")
-    if kind in ("click", "open", "unsub") and not fields["email"]:
-        raise bad("email", "required")
+def _signed(signer: Signer, item: object, index: int = 0) -> str:
     try:
-        return signer.url(kind, **fields)
-    except TokenError as exc:
-        field, _, message = str(exc).partition(": ")
-        raise bad(field, message) from None
+        return make_link(signer, item, index)
+    except LinkError as exc:
+        raise JsonError(400, "invalid links", errors=[exc.as_dict()]) from None
 
 
 async def post_links(request: web.Request) -> web.Response:
@@ -71,8 +39,8 @@ async def post_links(request: web.Request) -> web.Response:
     if isinstance(body, list):
         if len(body) > MAX_LINKS:
             raise JsonError(413, f"at most {MAX_LINKS} links a request")
-        return json_response({"urls": [make_link(signer, item, i) for i, item in enumerate(body)]})
-    return json_response({"url": make_link(signer, body)})
+        return json_response({"urls": [_signed(signer, item, i) for i, item in enumerate(body)]})
+    return json_response({"url": _signed(signer, body)})
 
 
 async def post_rewrite(request: web.Request) -> web.Response:
@@ -86,7 +54,10 @@ async def post_rewrite(request: web.Request) -> web.Response:
             errors=[{"index": 0, "field": "html", "message": "required: a string"}],
         )
     signer = request.app[RUNTIME].signer
-    fields = _message_fields(body, 0)
+    try:
+        fields = message_fields(body, 0)
+    except LinkError as exc:
+        raise JsonError(400, "invalid links", errors=[exc.as_dict()]) from None
     fields.pop("url")
     if not fields["email"]:
         raise JsonError(

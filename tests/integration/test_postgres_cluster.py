@@ -214,7 +214,8 @@ async def test_ingest_on_one_node_wakes_the_other_nodes_dispatcher(
 ):
     import relay.dispatch.dispatcher
 
-    monkeypatch.setattr(relay.dispatch.dispatcher, "IDLE_POLL_S", 30.0)  # only a NOTIFY can be quick
+    # only a NOTIFY can be quick
+    monkeypatch.setattr(relay.dispatch.dispatcher, "IDLE_POLL_S", 30.0)
     dsn = pg.fresh_schema_dsn()
     # Node 1 sends "hook" to the receiver; node 2 only ingests (its "hook" is a pull feed).
     sender = await make_relay(node_toml(dsn, receiver.url), "n1")
