@@ -22,7 +22,8 @@ from relay.config import RetryPolicy
 from relay.config.destinations import EmailDestination, FtpDestination
 from relay.dispatch.factory import make_dispatcher
 from relay.dispatch.log import DispatchLog
-from relay.store import NewEvent, SqliteStore
+from relay.models import NewEvent
+from relay.store.sqlite import SqliteStore
 
 EVENT = {
     "event_type": "engine_open",

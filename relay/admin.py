@@ -19,15 +19,8 @@ import orjson
 from .config import PullDestination
 from .dispatch.activity import Activity
 from .dispatch.log import iso_ms
-from .store import (
-    AttemptFilter,
-    AuditEntry,
-    DeadDelivery,
-    EventDetail,
-    ReplayFilter,
-    State,
-    Store,
-)
+from .models import State
+from .store import AttemptFilter, AuditEntry, DeadDelivery, EventDetail, ReplayFilter, Store
 
 # Events whose delivery is a legal matter: flagged when they wait past the deadline.
 DEADLINE_TYPES = ("engine_unsub", "scomp", "sms_optout")

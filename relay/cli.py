@@ -10,6 +10,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -17,7 +18,10 @@ from . import __version__, tail
 from .config import Config, ConfigError, HttpDestination, find_config, load
 from .config.reader import parse_duration
 from .dispatch.log import DispatchLog
-from .store import DestinationStats, SqliteStore, StorageUnavailable, make_store
+from .store import DestinationStats, StorageUnavailable, make_store
+
+if TYPE_CHECKING:
+    from .store.sqlite import SqliteStore
 
 
 class Failed(Exception):

@@ -24,7 +24,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.exposition import choose_encoder
 
-from .store import Claimed, DestinationStats, NewEvent, Stats, Store
+from .models import Claimed, NewEvent
+from .store import DestinationStats, Stats, Store
 
 if TYPE_CHECKING:
     from .runtime import Runtime

@@ -29,7 +29,8 @@ from .domain.bots import BotDetector
 from .domain.routing import Router
 from .domain.tokens import Signer
 from .metrics import Metrics
-from .store import AttemptFilter, NewEvent, StorageUnavailable, Store
+from .models import NewEvent
+from .store import AttemptFilter, StorageUnavailable, Store
 from .store.spool import Spool
 
 log = logging.getLogger("relay")

@@ -20,8 +20,8 @@ import aiosmtplib
 import orjson
 
 from ..config.destinations import EmailDestination
-from ..store import Claimed
-from .base import Result, tls_context
+from ..models import Claimed, Result
+from .base import tls_context
 from .http import message_id
 
 SUMMARY_ROWS = 200  # more than this and the table says "and N more" (all are attached)

@@ -15,7 +15,8 @@ import ssl
 import aioftp
 
 from ..config.destinations import FtpDestination
-from .base import Result, tls_context
+from ..models import Result
+from .base import tls_context
 from .logfile import LogFileSender, free_name, temp_name
 
 BLOCK = 64 * 1024

@@ -15,8 +15,7 @@ import orjson
 
 from .. import __version__
 from ..config import HttpDestination
-from ..store import RESPONSE_CHARS, Claimed
-from .base import Result
+from ..models import RESPONSE_CHARS, Claimed, Result
 
 ERROR_BODY_CHARS = 200
 

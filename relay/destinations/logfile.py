@@ -17,8 +17,7 @@ from urllib.parse import urlencode
 
 import orjson
 
-from ..store import Claimed
-from .base import Result
+from ..models import Claimed, Result
 from .http import flatten
 
 MAX_NAME_TRIES = 10_000

@@ -17,7 +17,7 @@ with warnings.catch_warnings():
     import asyncssh
 
 from ..config.destinations import SftpDestination
-from .base import Result
+from ..models import Result
 from .logfile import LogFileSender, free_name, temp_name
 
 

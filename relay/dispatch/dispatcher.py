@@ -17,8 +17,9 @@ from collections import Counter, deque
 from collections.abc import Callable
 
 from ..config import CircuitPolicy, HttpDestination
-from ..destinations.base import Outcome, Result, Sender
-from ..store import RESPONSE_CHARS, Attempt, Claimed, Store
+from ..destinations.base import Sender
+from ..models import RESPONSE_CHARS, Attempt, Claimed, Outcome, Result
+from ..store import Store
 from .activity import Activity
 from .backoff import next_attempt_at
 from .circuit import Circuit, CircuitState, Gate

@@ -20,9 +20,10 @@ import logging
 import time
 
 from ..config.destinations import EmailDestination, FtpDestination, SftpDestination
-from ..destinations.base import Outcome, Result, Sender
+from ..destinations.base import Sender
 from ..destinations.logfile import period_start
-from ..store import Claimed, Store
+from ..models import Claimed, Outcome, Result
+from ..store import Store
 from .dispatcher import IDLE_POLL_S, Dispatcher
 from .log import DispatchLog
 

@@ -10,43 +10,13 @@ so a claim that has expired and been re-claimed can never be finished twice.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import IntEnum
 from typing import Protocol
 
-
-class State(IntEnum):
-    PENDING = 0
-    LEASED = 1
-    DELIVERED = 2
-    DEAD = 3
+from ..models import Attempt, Claimed, NewEvent, State
 
 
 class StorageUnavailable(Exception):
     """The store cannot take writes right now (disk full, locked, closed): answer 503."""
-
-
-@dataclass(frozen=True, slots=True)
-class NewEvent:
-    id: str
-    event_type: str
-    received_at: float
-    body: bytes  # the event as JSON
-    deliveries: tuple[tuple[str, float], ...]  # (destination, due_at)
-    check_duplicate: bool = True  # False for ids relay made itself: they cannot collide
-    # Tracking events: (event_type, email, sendid). The store adds `"first": true|false` to
-    # the body — true when no earlier event had this key — inside the same transaction.
-    first_key: tuple[str, str, str] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    delivery_id: int
-    lease: int
-    event_id: str
-    event_type: str
-    body: bytes
-    attempts: int  # including this one
-    created_at: float  # when relay received the event
 
 
 @dataclass(slots=True)
@@ -105,20 +75,6 @@ class DeadDelivery:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """What one send of a batch of claims gave, kept per delivery for `relay show` and the
-    console. The store adds the outcome from the verb it is passed to (ack/retry/dead)."""
-
-    destination: str
-    ts: float
-    status: int | None = None  # HTTP status or SMTP code
-    ms: float = 0.0
-    error: str | None = None
-    response: str | None = None  # the first RESPONSE_CHARS of the answer
-
-
-RESPONSE_CHARS = 2048
 ATTEMPTS_KEPT = 20  # per delivery: the oldest beyond this are dropped as new ones come
 
 

@@ -11,7 +11,8 @@ from contextlib import AbstractAsyncContextManager
 
 import asyncpg
 
-from .base import NewEvent, StorageUnavailable
+from ..models import NewEvent
+from .base import StorageUnavailable
 from .pg_base import _DOWN, _RETRY, DURABLE, _statement_cache
 from .pg_sql import INGEST, NOW
 

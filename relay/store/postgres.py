@@ -21,7 +21,8 @@ from typing import Any
 
 import asyncpg
 
-from .base import Attempt, AuditEntry, Claimed, NewEvent, ReplayFilter, State, StorageUnavailable
+from ..models import Attempt, Claimed, NewEvent, State
+from .base import AuditEntry, ReplayFilter, StorageUnavailable
 from .pg_acks import PostgresAcks
 from .pg_base import _DOWN, _RETRY, DURABLE, SingletonLeases, _statement_cache, _unavailable
 from .pg_ingest import PostgresIngest
@@ -208,7 +209,7 @@ class PostgresStore(PostgresIngest, PostgresAcks, SingletonLeases, PostgresReads
         if not claims:
             return
         await self._exec(
-            f"UPDATE deliveries d SET state = 0, due_at = {NOW}, attempts = d.attempts - 1,"
+            f"UPDATE deliveries d SET state = {State.PENDING:d}, due_at = {NOW}, attempts = d.attempts - 1,"
             f" lease = NULL, updated_at = {NOW}"
             " FROM unnest($1::bigint[], $2::bigint[]) AS c(id, lease)"
             " WHERE d.id = c.id AND d.lease = c.lease",
@@ -222,8 +223,8 @@ class PostgresStore(PostgresIngest, PostgresAcks, SingletonLeases, PostgresReads
     async def release_leases(self, keep: list[str]) -> int:
         # Only this node's claims: other nodes are running and still hold theirs.
         return await self._exec(
-            f"UPDATE deliveries SET state = 0, due_at = {NOW}, lease = NULL"
-            " WHERE state = 1 AND node = $1 AND destination <> ALL($2::text[])",
+            f"UPDATE deliveries SET state = {State.PENDING:d}, due_at = {NOW}, lease = NULL"
+            f" WHERE state = {State.LEASED:d} AND node = $1 AND destination <> ALL($2::text[])",
             self.node,
             keep,
         )
@@ -316,7 +317,7 @@ class PostgresStore(PostgresIngest, PostgresAcks, SingletonLeases, PostgresReads
 
 
 def _replay_where(where: ReplayFilter) -> tuple[str, list[Any]]:
-    clause, params = ["d.state = 3"], []
+    clause, params = [f"d.state = {State.DEAD:d}"], []
     if where.destination:
         params.append(where.destination)
         clause.append(f"d.destination = ${len(params)}")

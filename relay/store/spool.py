@@ -17,7 +17,7 @@ from pathlib import Path
 
 import orjson
 
-from . import NewEvent
+from ..models import NewEvent
 
 log = logging.getLogger("relay.spool")
 

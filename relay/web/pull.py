@@ -10,7 +10,7 @@ from aiohttp import web
 from ..config import PullDestination
 from ..dispatch.activity import Activity
 from ..dispatch.log import iso_ms
-from ..store import Claimed
+from ..models import Claimed
 from .common import RUNTIME, JsonError, check_bearer, json_response
 
 

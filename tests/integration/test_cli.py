@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from relay.admin import group_id, signature
-from relay.store import SqliteStore
+from relay.store.sqlite import SqliteStore
 
 from ..helpers import RunningRelay, base_toml, free_port, wait_for
 

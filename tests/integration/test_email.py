@@ -10,7 +10,8 @@ import time
 import orjson
 import pytest
 
-from relay.store import NewEvent, SqliteStore
+from relay.models import NewEvent
+from relay.store.sqlite import SqliteStore
 
 from ..helpers import base_toml, wait_for
 from ..mailftp import (

@@ -143,7 +143,7 @@ async def test_a_dropped_connection_is_storage_unavailable_then_recovers():
 async def test_two_stores_claiming_together_never_take_the_same_delivery():
     import asyncio
 
-    from relay.store import NewEvent
+    from relay.models import NewEvent
     from relay.store.postgres import PostgresStore
 
     dsn = pg.fresh_schema_dsn()
@@ -175,7 +175,7 @@ async def test_first_holds_across_nodes():
 
     import orjson
 
-    from relay.store import NewEvent
+    from relay.models import NewEvent
     from relay.store.postgres import PostgresStore
 
     dsn = pg.fresh_schema_dsn()

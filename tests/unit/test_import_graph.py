@@ -8,6 +8,11 @@ Imports under `if TYPE_CHECKING:` are left out: they never run.
 from __future__ import annotations
 
 import ast
+import io
+import re
+import subprocess
+import sys
+import tokenize
 from pathlib import Path
 
 RELAY = Path(__file__).resolve().parents[2] / "relay"
@@ -106,3 +111,35 @@ def test_only_the_app_factory_imports_route_modules() -> None:
     }
     importers = {name: sorted(deps & routes) for name, deps in graph().items() if deps & routes}
     assert importers == {"relay.web.app": sorted(routes)}
+
+
+def test_models_is_a_leaf_and_destinations_never_import_the_store() -> None:
+    edges = graph()
+    assert not {m for m in edges["relay.models"] if m.startswith("relay.")}
+    for name, deps in edges.items():
+        if name.startswith("relay.destinations"):
+            assert not {d for d in deps if d.startswith("relay.store")}, name
+
+
+def test_importing_the_store_package_loads_no_backend() -> None:
+    """`make_store` imports the configured backend; `import relay.store` imports neither."""
+    code = (
+        "import sys, relay.store, relay.dispatch.dispatcher, relay.destinations.http; "
+        "print(sorted(m for m in sys.modules if m in "
+        "('relay.store.sqlite', 'relay.store.postgres', 'asyncpg')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_store_sql_spells_delivery_states_from_the_enum() -> None:
+    """A literal `state = 2` in SQL would silently disagree with `State` if it ever changed."""
+    literal = re.compile(r"\bstate\s*(=|<>|<=|>=|<|>)\s*[0-3]\b")
+    found = []
+    for path in sorted((RELAY / "store").glob("*.py")):
+        for token in tokenize.generate_tokens(io.StringIO(path.read_text()).readline):
+            if token.type == tokenize.STRING:
+                for line in token.string.splitlines():
+                    if literal.search(line) and "destination = ''" not in line:
+                        found.append(f"{path.name}:{token.start[0]}: {line.strip()}")
+    assert found == []
