@@ -70,6 +70,7 @@ async def ack_batch(runtime: Runtime, dest: PullDestination, batch_id: int) -> l
     if not ids:
         return ids
     runtime.log.write([batch_line(dest.name, "acked", ids)])
+    runtime.acked(dest.name, len(ids))
     activity = runtime.pull_activity.setdefault(dest.name, Activity())
     last_pull = activity.last_sent  # an ack is not a pull: keep "last pull" as it was
     activity.record(True, len(ids), None, None, f"acked {len(ids)} events (batch {batch_id})")
