@@ -288,6 +288,10 @@ class Store(Protocol):
     async def event(self, event_id: str) -> EventDetail | None:
         """One event, each delivery of it and their recorded attempts (`relay show`)."""
 
+    async def attempt_minutes(self, destination: str, since: float) -> list[tuple[int, bool, int]]:
+        """(Unix minute, delivered?, attempts) of `destination` since `since`: the console's
+        live picture rebuilt at start from the same history "Recent attempts" shows."""
+
     async def attempts(self, where: AttemptFilter, limit: int) -> list[AttemptRecord]:
         """Recorded attempts, newest first (the console's destination page)."""
 
