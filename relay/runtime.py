@@ -19,7 +19,7 @@ from pathlib import Path
 
 import orjson
 
-from .activity import Activity
+from .activity import MINUTES, Activity, LastAttempt
 from .bots import BotDetector
 from .config import Config, PullDestination, PushDestination
 from .dispatch import Dispatcher
@@ -29,7 +29,7 @@ from .periodic import PeriodicDispatcher
 from .routing import Router
 from .senders import make_dispatcher
 from .spool import Spool
-from .store import NewEvent, StorageUnavailable, Store
+from .store import AttemptFilter, NewEvent, StorageUnavailable, Store
 from .tokens import Signer
 
 log = logging.getLogger("relay")
@@ -70,7 +70,9 @@ class Runtime:
         self.pull_activity: dict[str, Activity] = {}  # pull destinations' leases and acks
         self.spool: Spool | None = None  # tracking events kept while PostgreSQL is away
         self.paused: dict[str, float | None] = {}
-        self.ingested: Counter[str] = Counter()  # by source
+        self.ingested: Counter[str] = Counter()  # events stored, by source
+        self.duplicates: Counter[str] = Counter()  # events not stored again (id known), by source
+        self.pull_acked: Counter[str] = Counter()  # pull deliveries acked, by destination
         self.signer = Signer(tracking_secrets(config), config.server.public_url)
         self.bots = BotDetector(memory_s=config.tracking.bot_memory_s)
         self.started_at = time.time()
@@ -97,12 +99,28 @@ class Runtime:
             key,
         )
 
-    async def commit(self, batch: list[NewEvent], source: str) -> None:
-        """Store events (returns once committed), count them, wake their dispatchers."""
-        await self.store.append(batch)
-        self.ingested[source] += len(batch)
-        self.metrics.ingested(batch, source)
-        self.wake({name for e in batch for name, _ in e.deliveries})
+    async def commit(self, batch: list[NewEvent], source: str) -> int:
+        """Store events (returns once committed), count them, wake their dispatchers.
+
+        Returns how many were stored; the rest carried an id already stored and count as
+        duplicates, so `ingested` agrees with the store.
+        """
+        stored = await self.store.append(batch)
+        return self._count(batch, stored, source)
+
+    def _count(self, batch: list[NewEvent], stored: list[bool], source: str) -> int:
+        new = batch if all(stored) else [e for e, s in zip(batch, stored, strict=True) if s]
+        self.ingested[source] += len(new)
+        self.metrics.ingested(new, source)
+        if duplicates := len(batch) - len(new):
+            self.duplicates[source] += duplicates
+            self.metrics.duplicates(duplicates, source)
+        self.wake({name for e in new for name, _ in e.deliveries})
+        return len(new)
+
+    def acked(self, destination: str, n: int) -> None:
+        """A pull client acked `n` deliveries: they count as delivered, like a push's 2xx."""
+        self.pull_acked[destination] += n
 
     async def spool_events(self, batch: list[NewEvent]) -> bool:
         """Keep tracking events in the local spool while the shared database is away
@@ -124,8 +142,7 @@ class Runtime:
             return
 
         async def append(events: list[NewEvent]) -> None:
-            await self.store.append(events)
-            self.wake({name for e in events for name, _ in e.deliveries})
+            self._count(events, await self.store.append(events), "spool")
 
         try:
             moved = await self.spool.drain(append)
@@ -143,16 +160,40 @@ class Runtime:
         return destination in self.paused
 
     async def start_dispatchers(self) -> None:
+        """Start a dispatcher per push destination, each with its live picture rebuilt from
+        the store; note every backlog now, so the forecast's warm-up counts from start."""
+        stats = await self.store.stats()
+        now = time.time()
         for dest in self.config.destinations.values():
-            if not isinstance(dest, PullDestination):
-                await self._start(dest)
+            if isinstance(dest, PullDestination):
+                activity = self.pull_activity.setdefault(dest.name, Activity())
+            else:
+                activity = (await self._start(dest)).activity
+            s = stats.destinations.get(dest.name)
+            activity.trend(s.pending if s else 0, now)
 
-    async def _start(self, dest: PushDestination) -> None:
+    async def _start(self, dest: PushDestination) -> Dispatcher:
         dispatcher = make_dispatcher(dest, self.store, self.log)
         dispatcher.paused = dest.name in self.paused
         dispatcher.on_delivered = self.metrics.delivered
+        await self._restore(dest.name, dispatcher.activity)  # before it records anything
         self.dispatchers[dest.name] = dispatcher
         await dispatcher.start()
+        return dispatcher
+
+    async def _restore(self, name: str, activity: Activity) -> None:
+        """The last hour's attempts, the last success and the last failure, from the store."""
+        now = time.time()
+        minutes = await self.store.attempt_minutes(name, now - MINUTES * 60)
+        last = {}
+        for outcome in ("delivered", "failed"):
+            rows = await self.store.attempts(AttemptFilter(name, outcome=outcome), 1)
+            last[outcome] = (
+                LastAttempt(rows[0].ts, rows[0].status, rows[0].error, rows[0].response)
+                if rows
+                else None
+            )
+        activity.restore(minutes, last["delivered"], last["failed"], now)
 
     async def stop_dispatchers(self, grace_s: float = STOP_GRACE_S) -> None:
         await asyncio.gather(*(d.stop(grace_s) for d in self.dispatchers.values()))
@@ -214,7 +255,8 @@ class Runtime:
             counts.update(d.counts)
         return {
             "ingested": sum(self.ingested.values()),
-            "delivered": counts["delivered"],
+            "duplicates": sum(self.duplicates.values()),
+            "delivered": counts["delivered"] + sum(self.pull_acked.values()),
             "retried": counts["retry"],
             "dead": counts["dead"],
         }

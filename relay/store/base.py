@@ -9,6 +9,7 @@ so a claim that has expired and been re-claimed can never be finished twice.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Protocol
@@ -219,15 +220,26 @@ class Store(Protocol):
     async def close(self) -> None:
         """Finish the group commit in progress, then close."""
 
-    async def append(self, events: list[NewEvent]) -> int:
-        """Commit events and their pending deliveries; return how many were new.
+    async def append(self, events: list[NewEvent]) -> list[bool]:
+        """Commit events and their pending deliveries; say for each whether it was stored.
 
         Returns only after the commit (the caller's 2xx depends on it). An event whose `id`
-        is already stored is skipped with its deliveries: ingestion is idempotent.
+        is already stored (before, or earlier in the same call) is skipped with its
+        deliveries: ingestion is idempotent, and the counters count what was stored.
         """
 
-    async def claim(self, destination: str, limit: int, lease_s: float) -> list[Claimed]:
-        """Lease up to `limit` due deliveries of `destination`, oldest due first."""
+    async def claim(
+        self,
+        destination: str,
+        limit: int,
+        lease_s: float,
+        event_types: Collection[str] | None = None,
+    ) -> list[Claimed]:
+        """Lease up to `limit` due deliveries of `destination`, oldest due first.
+
+        With `event_types`, only deliveries of events of those types (the SOAP pull's
+        `notificationTypes`); the others stay pending where they were.
+        """
 
     async def ack(self, claims: list[Claimed], attempt: Attempt | None = None) -> None:
         """Mark claimed deliveries delivered (those whose lease still matches).
@@ -286,6 +298,10 @@ class Store(Protocol):
 
     async def event(self, event_id: str) -> EventDetail | None:
         """One event, each delivery of it and their recorded attempts (`relay show`)."""
+
+    async def attempt_minutes(self, destination: str, since: float) -> list[tuple[int, bool, int]]:
+        """(Unix minute, delivered?, attempts) of `destination` since `since`: the console's
+        live picture rebuilt at start from the same history "Recent attempts" shows."""
 
     async def attempts(self, where: AttemptFilter, limit: int) -> list[AttemptRecord]:
         """Recorded attempts, newest first (the console's destination page)."""

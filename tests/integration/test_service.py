@@ -412,6 +412,60 @@ async def test_relay_dead_counts_the_dead_deliveries(make_relay, receiver):
     assert await scraped(relay, "relay_deliveries_total", destination="crm", outcome="dead") == 3
 
 
+PULL = '[destinations.default]\ntype = "pull"\n' + route("default")
+
+
+async def test_metrics_count_stored_events_and_duplicates_apart(make_relay):
+    relay = await make_relay(base_toml() + PULL)
+    for _ in range(3):
+        assert (await relay.post_events(bounce("thrice"))).status == 202
+    m = await scrape(relay)
+    assert sample(m, "relay_events_ingested_total", event_type="bounce", source="api") == 1
+    assert sample(m, "relay_events_duplicate_total", source="api") == 2
+    assert (await relay.store.stats()).events == 1
+
+
+async def test_pull_acks_are_deliveries_in_metrics_and_stats(make_relay):
+    relay = await make_relay(base_toml() + PULL)
+    assert (await relay.post_events([bounce(i) for i in range(4)])).status == 202
+    async with relay.http.get(f"{relay.url}/v1/pull/default?max=10") as r:
+        batch = await r.json()
+    async with relay.http.post(
+        f"{relay.url}/v1/pull/default/ack", json={"batch_id": batch["batch_id"]}
+    ) as r:
+        assert (r.status, await r.json()) == (200, {"acked": 4})
+    m = await scrape(relay)
+    assert sample(m, "relay_deliveries_total", destination="default", outcome="delivered") == 4
+    assert (await relay.store.stats()).destinations["default"].delivered == 4
+
+
+async def test_the_stop_line_counts_stored_events_and_pull_acks(tmp_path, daemons):
+    daemon = serve(tmp_path, PULL, daemons)
+    await daemon.start()
+    for _ in range(3):  # one id three times: one stored event, two duplicates
+        assert await post(daemon.url, bounce("same")) == 202
+    assert await post(daemon.url, [bounce(i) for i in range(3)]) == 202
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{daemon.url}/v1/pull/default?max=100") as r:
+            batch = await r.json()
+        async with http.post(
+            f"{daemon.url}/v1/pull/default/ack", json={"batch_id": batch["batch_id"]}
+        ) as r:
+            assert (await r.json()) == {"acked": 4}
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert await exit_code(daemon.proc, STOP_GRACE_S + 5) == 0
+    (stopped,) = [line for line in stderr_of(tmp_path).splitlines() if " stopped " in line]
+    fields = dict(f.split("=") for f in stopped.split(" stopped ")[1].split())
+    assert fields == {
+        "ingested": "4",
+        "duplicates": "2",
+        "delivered": "4",
+        "retried": "0",
+        "dead": "0",
+        "pending": "0",
+    }
+
+
 STATS_TTL = 1.0
 
 
