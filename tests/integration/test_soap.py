@@ -94,7 +94,9 @@ def envelope(context_id, class_name, process, entity=None, process_data=None) ->
         nsmap={"SOAP-ENV": ENV, "ns1": "urn:localhost-paint", "xsi": xsi,
                "xsd": "http://www.w3.org/2001/XMLSchema", "ns2": "http://xml.apache.org/xml-soap"},
     )  # fmt: skip
-    call = etree.SubElement(etree.SubElement(root, f"{{{ENV}}}Body"), "{urn:localhost-paint}handleRequest")
+    call = etree.SubElement(
+        etree.SubElement(root, f"{{{ENV}}}Body"), "{urn:localhost-paint}handleRequest"
+    )
 
     def put(parent, tag, value):
         el = etree.SubElement(parent, tag)
@@ -186,11 +188,15 @@ async def test_php_lease_mark_read_and_a_lease_that_comes_back(make_relay):
     click = next(row for row in again["rows"] if row[0] == "CLICK")
     assert "https://example.com/a?b=1,2" in click  # a comma inside a CSV cell survives
 
-    read = orjson.loads((await run_php("lease.php", wsdl, "feed", TOKEN, "markRead", again["batchId"])).stdout)
+    read = orjson.loads(
+        (await run_php("lease.php", wsdl, "feed", TOKEN, "markRead", again["batchId"])).stdout
+    )
     assert read["result"] == "success"
     assert read["resultData"]["bus_entity_eventNotificationBatch"]["eventCount"] == 4
     # Marked read twice: the dialect's error answer, not a Fault.
-    twice = orjson.loads((await run_php("lease.php", wsdl, "feed", TOKEN, "markRead", again["batchId"])).stdout)
+    twice = orjson.loads(
+        (await run_php("lease.php", wsdl, "feed", TOKEN, "markRead", again["batchId"])).stdout
+    )
     assert twice["result"] == "error" and "already read" in twice["resultData"]
     stats = (await relay.store.stats()).destinations["feed"]
     assert (stats.pending, stats.leased, stats.delivered) == (1, 0, 4)  # the bounce is left
