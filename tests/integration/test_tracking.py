@@ -36,7 +36,7 @@ MSG = {
     "mail_class": "newsletter",
 }
 GIF_LEN = 43
-DOCS = Path(__file__).resolve().parents[2] / "README.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "how-to" / "tracking-links.md"
 
 
 def tracking_toml(
@@ -376,7 +376,7 @@ async def test_unsubscribe_on_get_records_on_the_get(start, receiver):
 
 
 def docs_form() -> tuple[str, list[dict[str, str | None]]]:
-    """The signup form snippet in the README: its action and its inputs."""
+    """The signup form snippet in the tracking how-to: its action and its inputs."""
     blocks = re.findall(r"```html\n(.*?)```", DOCS.read_text(), re.DOTALL)
     [snippet] = [b for b in blocks if "<form" in b]
     tags = Tags(snippet)
