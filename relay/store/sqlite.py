@@ -14,30 +14,36 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import orjson
 
 from ..models import Attempt, Claimed, NewEvent, State
 from .base import ATTEMPTS_KEPT, AuditEntry, ReplayFilter, StorageUnavailable
 from .sqlite_reads import SqliteReads, conditions
 from .sqlite_schema import MIGRATIONS, statements
 
-
 _CLAIM = f"""
 UPDATE deliveries SET state = {State.LEASED:d}, due_at = :until, lease = :lease, attempts = attempts + 1,
        updated_at = :now
 WHERE id IN (SELECT id FROM deliveries
-             WHERE destination = :destination AND state < {State.DELIVERED:d} AND due_at <= :now
+             WHERE destination = :destination AND state < {State.DELIVERED:d} AND due_at <= :now{{only_types}}
              ORDER BY due_at LIMIT :limit)
 RETURNING id, attempts, created_at,
           (SELECT id FROM events WHERE seq = event_seq),
           (SELECT event_type FROM events WHERE seq = event_seq),
           (SELECT body FROM events WHERE seq = event_seq)
 """
+# The SOAP pull's notificationTypes: only deliveries of these event types (a JSON array).
+_CLAIM_TYPES = _CLAIM.format(
+    only_types="\n               AND (SELECT event_type FROM events WHERE seq = event_seq)"
+    " IN (SELECT value FROM json_each(:types))"
+)
+_CLAIM = _CLAIM.format(only_types="")
 # The outcomes of a claim, and the hand-back of one never attempted.
 _ACK = (
     f"UPDATE deliveries SET state = {State.DELIVERED:d}, lease = NULL, last_error = NULL,"
@@ -58,7 +64,6 @@ _RELEASE = (
 _NEXT_DUE = (
     f"SELECT MIN(due_at) FROM deliveries WHERE destination = ? AND state < {State.DELIVERED:d}"
 )
-
 
 # A write: runs in the SQLite thread, inside the group's transaction.
 Job = Callable[[sqlite3.Connection], Any]
@@ -352,9 +357,17 @@ class SqliteStore(SqliteReads):
         self._wakeup.set()
         return await future
 
-    async def claim(self, destination: str, limit: int, lease_s: float) -> list[Claimed]:
+    async def claim(
+        self,
+        destination: str,
+        limit: int,
+        lease_s: float,
+        event_types: Collection[str] | None = None,
+    ) -> list[Claimed]:
         self._lease += 1
         lease = self._lease
+        sql = _CLAIM if event_types is None else _CLAIM_TYPES
+        types = None if event_types is None else orjson.dumps(sorted(event_types)).decode()
 
         def job(conn: sqlite3.Connection) -> list[Claimed]:
             now = time.time()
@@ -364,8 +377,9 @@ class SqliteStore(SqliteReads):
                 "now": now,
                 "destination": destination,
                 "limit": limit,
+                "types": types,
             }
-            rows = conn.execute(_CLAIM, params).fetchall()
+            rows = conn.execute(sql, params).fetchall()
             return [Claimed(r[0], lease, r[3], r[4], r[5], r[1], r[2]) for r in rows]
 
         return await self._submit(job)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from .. import soap
 from ..metrics import count_requests
 from ..runtime import Runtime
 from . import admin_api, console, ingest, links, pull, tracking
@@ -55,5 +56,6 @@ def create_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/v1/openapi.json", openapi)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    soap.add_routes(app)  # the seed platform's SOAP pull (/soap/pull)
     console.add_routes(app)
     return app

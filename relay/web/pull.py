@@ -1,4 +1,4 @@
-"""The client-pull API: lease a batch of events, ack it to remove them."""
+"""The client-pull API's routes: lease a batch of events, ack it to remove them."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import orjson
 from aiohttp import web
 
 from ..config import PullDestination
-from ..dispatch.activity import Activity
+from ..destinations.pull import ack_batch, lease_batch
 from ..dispatch.log import iso_ms
-from ..models import Claimed
 from .common import RUNTIME, JsonError, check_bearer, json_response
 
 
@@ -23,44 +22,19 @@ def _destination(request: web.Request) -> PullDestination:
     return dest
 
 
-def batch_line(
-    destination: str, outcome: str, event_ids: list[str], claims: list[Claimed] = ()
-) -> dict:
-    """One dispatch-log line for a whole pull batch (the log format allows `count` + `event_ids`)."""
-    return {
-        "ts": iso_ms(time.time()),
-        "event_id": None,
-        "event_type": None,
-        "destination": destination,
-        "attempt": max((c.attempts for c in claims), default=None),
-        "outcome": outcome,
-        "status": None,
-        "ms": None,
-        "error": None,
-        "next_attempt": None,
-        "count": len(event_ids),
-        "event_ids": event_ids,
-    }
-
-
 async def lease(request: web.Request) -> web.Response:
     dest = _destination(request)
     raw = request.query.get("max", "100")
     if not raw.isdigit() or not 1 <= int(raw) <= dest.max_batch:
         raise JsonError(400, f"max: must be an integer from 1 to {dest.max_batch}", field="max")
-    runtime = request.app[RUNTIME]
-    if runtime.is_paused(dest.name):
+    claims = await lease_batch(request.app[RUNTIME], dest, int(raw))
+    if claims is None:
         return json_response({"batch_id": None, "events": [], "paused": True})
-    claims = await runtime.store.claim(dest.name, int(raw), dest.lease_s)
-    # The console's "last pull" (any poll, empty or not); acks count as deliveries.
-    runtime.pull_activity.setdefault(dest.name, Activity()).last_sent = time.time()
     if not claims:
         return json_response({"batch_id": None, "events": []})
-    batch_id = str(claims[0].lease)
-    runtime.log.write([batch_line(dest.name, "leased", [c.event_id for c in claims], claims)])
     # The stored bodies are already JSON: splice them in rather than decode and re-encode.
     body = b'{"batch_id":"%s","lease_expires":"%s","events":[%s]}' % (
-        batch_id.encode(),
+        str(claims[0].lease).encode(),
         iso_ms(time.time() + dest.lease_s).encode(),
         b",".join(c.body for c in claims),
     )
@@ -75,16 +49,9 @@ async def ack(request: web.Request) -> web.Response:
         raise JsonError(400, 'body must be {"batch_id": "..."}', field="batch_id") from None
     if not isinstance(batch_id, str) or not batch_id.isdigit() or len(batch_id) > 30:
         raise JsonError(400, "batch_id: must be the batch_id a pull returned", field="batch_id")
-    runtime = request.app[RUNTIME]
-    ids = await runtime.store.ack_lease(dest.name, int(batch_id))
+    ids = await ack_batch(request.app[RUNTIME], dest, int(batch_id))
     if not ids:
         raise JsonError(
             404, "unknown batch_id, or already acked, or its lease expired and it was leased again"
         )
-    runtime.log.write([batch_line(dest.name, "acked", ids)])
-    runtime.acked(dest.name, len(ids))
-    activity = runtime.pull_activity.setdefault(dest.name, Activity())
-    last_pull = activity.last_sent  # an ack is not a pull: keep "last pull" as it was
-    activity.record(True, len(ids), None, None, f"acked {len(ids)} events (batch {batch_id})")
-    activity.last_sent = last_pull
     return json_response({"acked": len(ids)})
