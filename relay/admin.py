@@ -114,10 +114,7 @@ class Admin:
         return self.runtime.config.console.show_emails
 
     def activity(self, name: str) -> Activity | None:
-        d = self.runtime.dispatchers.get(name)
-        if d is not None:
-            return d.activity
-        return self.runtime.pull_activity.get(name)
+        return self.runtime.outcomes.activities.get(name)
 
     def state(self, name: str) -> str:
         if name in self.runtime.paused:

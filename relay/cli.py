@@ -214,7 +214,7 @@ async def _admin(store: SqliteStore, config: Config, log: DispatchLog | None = N
         config=config,
         paused=await store.paused(),
         dispatchers={},
-        pull_activity={},
+        outcomes=SimpleNamespace(activities={}),
         wake=lambda names: None,
         log=log,
     )

@@ -30,6 +30,7 @@ from .domain.routing import Router
 from .domain.tokens import Signer
 from .metrics import Metrics
 from .models import NewEvent
+from .outcomes import Outcomes
 from .store import AttemptFilter, StorageUnavailable, Store
 from .store.spool import Spool
 
@@ -68,17 +69,17 @@ class Runtime:
         self.log = dispatch_log
         self.router = Router(config.routes, config.destinations)
         self.dispatchers: dict[str, Dispatcher] = {}
-        self.pull_activity: dict[str, Activity] = {}  # pull destinations' leases and acks
         self.spool: Spool | None = None  # tracking events kept while PostgreSQL is away
         self.paused: dict[str, float | None] = {}
         self.ingested: Counter[str] = Counter()  # events stored, by source
         self.duplicates: Counter[str] = Counter()  # events not stored again (id known), by source
-        self.pull_acked: Counter[str] = Counter()  # pull deliveries acked, by destination
         self.signer = Signer(tracking_secrets(config), config.server.public_url)
         self.bots = BotDetector(memory_s=config.tracking.bot_memory_s)
         self.started_at = time.time()
         self.metrics = Metrics()  # per runtime, not global: tests run many in one process
-        self.metrics.watch(store, dispatch_log)
+        self.metrics.watch(store)
+        # Every outcome, push or pull, is settled here: store, dispatch log, metrics, console.
+        self.outcomes = Outcomes(store, dispatch_log, [self.metrics])
 
     def new_event(
         self, event: dict, received_at: float, check_duplicate: bool = True, first: bool = False
@@ -118,10 +119,6 @@ class Runtime:
             self.metrics.duplicates(duplicates, source)
         self.wake({name for e in new for name, _ in e.deliveries})
         return len(new)
-
-    def acked(self, destination: str, n: int) -> None:
-        """A pull client acked `n` deliveries: they count as delivered, like a push's 2xx."""
-        self.pull_acked[destination] += n
 
     async def spool_events(self, batch: list[NewEvent]) -> bool:
         """Keep tracking events in the local spool while the shared database is away
@@ -167,17 +164,18 @@ class Runtime:
         now = time.time()
         for dest in self.config.destinations.values():
             if isinstance(dest, PullDestination):
-                activity = self.pull_activity.setdefault(dest.name, Activity())
+                activity = self.outcomes.activity(dest.name)
             else:
-                activity = (await self._start(dest)).activity
+                await self._start(dest)
+                activity = self.outcomes.activity(dest.name)
             s = stats.destinations.get(dest.name)
             activity.trend(s.pending if s else 0, now)
 
     async def _start(self, dest: PushDestination) -> Dispatcher:
-        dispatcher = make_dispatcher(dest, self.store, self.log)
+        dispatcher = make_dispatcher(dest, self.store, self.outcomes)
         dispatcher.paused = dest.name in self.paused
-        dispatcher.on_delivered = self.metrics.delivered
-        await self._restore(dest.name, dispatcher.activity)  # before it records anything
+        # A fresh live picture and tally, rebuilt from the store before it records anything.
+        await self._restore(dest.name, self.outcomes.restart(dest.name))
         self.dispatchers[dest.name] = dispatcher
         await dispatcher.start()
         return dispatcher
@@ -205,6 +203,8 @@ class Runtime:
         keep = {n: d for n, d in old.items() if config.destinations.get(n) == d.dest}
         stopping = [d for n, d in old.items() if n not in keep]
         await asyncio.gather(*(d.stop(STOP_GRACE_S) for d in stopping))
+        for d in stopping:  # their counts leave the shutdown line with them
+            self.outcomes.tallies.pop(d.name, None)
         self.config = config
         self.router = Router(config.routes, config.destinations)
         self.signer = Signer(tracking_secrets(config), config.server.public_url)
@@ -252,12 +252,12 @@ class Runtime:
     def summary(self) -> dict[str, int]:
         """The shutdown line's counters; every key always present, so logs parse alike."""
         counts: Counter[str] = Counter()
-        for d in self.dispatchers.values():
-            counts.update(d.counts)
+        for tally in self.outcomes.tallies.values():  # push and pull (an ack is delivered)
+            counts.update(tally)
         return {
             "ingested": sum(self.ingested.values()),
             "duplicates": sum(self.duplicates.values()),
-            "delivered": counts["delivered"] + sum(self.pull_acked.values()),
+            "delivered": counts["delivered"],
             "retried": counts["retry"],
             "dead": counts["dead"],
         }

@@ -13,37 +13,56 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter, deque
-from collections.abc import Callable
+from collections import deque
+from typing import Protocol
 
-from ..config import CircuitPolicy, HttpDestination
+from ..config import CircuitPolicy, PushDestination
 from ..destinations.base import Sender
-from ..models import RESPONSE_CHARS, Attempt, Claimed, Outcome, Result
-from ..store import Store
-from .activity import Activity
-from .backoff import next_attempt_at
+from ..models import Claimed, Outcome, Result
+from ..outcomes import Decision, Settles
 from .circuit import Circuit, CircuitState, Gate
-from .log import DispatchLog, attempt_line
 
 log = logging.getLogger("relay.dispatch")
 
 IDLE_POLL_S = 1.0
 
 
+class Queue(Protocol):
+    """The store's side a dispatcher works (`Store` has it; a unit test gives a fake)."""
+
+    async def claim(self, destination: str, limit: int, lease_s: float) -> list[Claimed]: ...
+
+    async def release(self, claims: list[Claimed]) -> None: ...
+
+    async def next_due(self, destination: str) -> float | None: ...
+
+
+NO_CIRCUIT = CircuitPolicy(failures=0)
+
+
 class Dispatcher:
+    """Claims, sends through its `sender`, and hands every result to `outcomes` to settle.
+
+    Any push destination: the factory gives each its `concurrency` and `circuit` (email
+    and periodic uploads have no circuit: failures = 0 turns breaking off; a periodic
+    upload's rounds already stop at the first failure).
+    """
+
     def __init__(
         self,
-        dest: HttpDestination,
-        store: Store,
+        dest: PushDestination,
+        store: Queue,
         sender: Sender,
-        dispatch_log: DispatchLog,
+        outcomes: Settles,
+        concurrency: int = 1,
+        circuit: CircuitPolicy = NO_CIRCUIT,
     ) -> None:
         self.dest = dest
         self.name = dest.name
         self.store = store
         self.sender = sender
-        self.log = dispatch_log
-        self.counts: Counter[str] = Counter()  # delivered / retry / dead, for the summary
+        self.outcomes = outcomes
+        self.concurrency = concurrency
         self.paused = False
         self._wake = asyncio.Event()
         self._slot_free = asyncio.Event()
@@ -53,13 +72,8 @@ class Dispatcher:
         self._claiming: asyncio.Task[bool] | None = None  # the next round's claim
         self._stopping = False
         self._task: asyncio.Task | None = None
-        # Destinations without a `circuit` setting (periodic uploads, whose rounds already
-        # stop at the first failure) get none: failures = 0 turns breaking off.
-        self.circuit = Circuit(getattr(dest, "circuit", None) or CircuitPolicy(failures=0))
+        self.circuit = Circuit(circuit)
         self.last_failed = False  # the most recent send failed
-        self.activity = Activity()  # the console's live picture
-        # Called with (destination, claims, now) for delivered claims: the latency metric.
-        self.on_delivered: Callable[[str, list[Claimed], float], None] | None = None
 
     def wake(self) -> None:
         self._wake.set()
@@ -116,7 +130,7 @@ class Dispatcher:
                 self._ready.clear()
 
     async def _loop(self) -> None:
-        concurrency, size = self.dest.concurrency, self.sender.batch_size
+        concurrency, size = self.concurrency, self.sender.batch_size
         while not self._stopping:
             gate = self.circuit.gate(time.monotonic())
             if self.paused or gate is Gate.WAIT:
@@ -268,42 +282,8 @@ class Dispatcher:
             log.info("circuit closed destination=%s", self.name)
 
     async def _record(self, claims: list[Claimed], result: Result, ms: float) -> None:
-        now = time.time()
-        delivered = result.outcome is Outcome.DELIVERED
-        response = result.response[:RESPONSE_CHARS] if result.response else None
-        attempt = Attempt(self.name, now, result.status, ms, result.error, response)
-        self.activity.record(delivered, len(claims), result.status, result.error, response, now)
-        if delivered:
-            await self.store.ack(claims, attempt)
-            decided = [(c, "delivered", None) for c in claims]
-            if self.on_delivered is not None:
-                self.on_delivered(self.name, claims, now)
-        else:
-            decided = [(c, *self._after_failure(c, result, now)) for c in claims]
-            # Both in one group commit.
-            retry = [(c, at) for c, o, at in decided if o == "retry"]
-            dead = [c for c, o, _ in decided if o == "dead"]
-            await asyncio.gather(
-                self.store.retry(retry, result.error, attempt),
-                self.store.dead(dead, result.error, attempt),
-            )
-        self.log.write([self._line(now, c, o, result, ms, at) for c, o, at in decided])
-        for _, outcome, _ in decided:
-            self.counts[outcome] += 1
+        decided = await self.outcomes.settle(self.name, self.dest.retry, claims, result, ms)
+        self._decided(decided)
 
-    def _after_failure(self, c: Claimed, result: Result, now: float) -> tuple[str, float | None]:
-        if result.outcome is Outcome.RETRY:
-            at = next_attempt_at(
-                self.dest.retry, c.attempts, c.created_at, now, result.retry_after_s
-            )
-            if at is not None:
-                return "retry", at
-        return "dead", None
-
-    def _line(
-        self, now: float, c: Claimed, outcome: str, r: Result, ms: float, at: float | None
-    ) -> dict:
-        error = None if outcome == "delivered" else r.error
-        return attempt_line(
-            now, c.event_id, c.event_type, self.name, c.attempts, outcome, r.status, ms, error, at
-        )
+    def _decided(self, decided: list[Decision]) -> None:
+        """How each claim was settled (the periodic dispatcher keeps its retry times)."""

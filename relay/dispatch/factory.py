@@ -10,9 +10,9 @@ from __future__ import annotations
 from ..config import HttpDestination, PushDestination
 from ..config.destinations import EmailDestination, FtpDestination, SftpDestination
 from ..destinations.base import Sender
+from ..outcomes import Settles
 from ..store import Store
 from .dispatcher import Dispatcher
-from .log import DispatchLog
 from .periodic import PeriodicDispatcher
 
 
@@ -42,8 +42,11 @@ def is_periodic(dest: object) -> bool:
     return isinstance(dest, FtpDestination | SftpDestination)
 
 
-def make_dispatcher(dest: PushDestination, store: Store, dispatch_log: DispatchLog) -> Dispatcher:
+def make_dispatcher(dest: PushDestination, store: Store, outcomes: Settles) -> Dispatcher:
     sender = make_sender(dest)
-    if is_periodic(dest):
-        return PeriodicDispatcher(dest, store, sender, dispatch_log)
-    return Dispatcher(dest, store, sender, dispatch_log)  # type: ignore[arg-type]
+    if isinstance(dest, HttpDestination):
+        return Dispatcher(dest, store, sender, outcomes, dest.concurrency, dest.circuit)
+    if isinstance(dest, EmailDestination) and not is_periodic(dest):
+        return Dispatcher(dest, store, sender, outcomes, dest.concurrency)
+    assert isinstance(dest, EmailDestination | FtpDestination | SftpDestination), dest
+    return PeriodicDispatcher(dest, store, sender, outcomes)

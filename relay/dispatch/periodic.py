@@ -22,10 +22,10 @@ import time
 from ..config.destinations import EmailDestination, FtpDestination, SftpDestination
 from ..destinations.base import Sender
 from ..destinations.logfile import period_start
-from ..models import Claimed, Outcome, Result
+from ..models import Claimed, Outcome
+from ..outcomes import Decision, Settles
 from ..store import Store
 from .dispatcher import IDLE_POLL_S, Dispatcher
-from .log import DispatchLog
 
 log = logging.getLogger("relay.dispatch")
 
@@ -48,9 +48,10 @@ class PeriodicDispatcher(Dispatcher):
         dest: EmailDestination | FtpDestination | SftpDestination,
         store: Store,
         sender: Sender,
-        dispatch_log: DispatchLog,
+        outcomes: Settles,
     ) -> None:
-        super().__init__(dest, store, sender, dispatch_log)  # type: ignore[arg-type]
+        super().__init__(dest, store, sender, outcomes)
+        self.store: Store = store  # a round also asks who leads and hands flushes on
         self.period_s = dest.period_s
         self.rounds = 0
         self._flush = False
@@ -136,9 +137,6 @@ class PeriodicDispatcher(Dispatcher):
                 break
         return batch
 
-    def _after_failure(self, c: Claimed, result: Result, now: float) -> tuple[str, float | None]:
-        """The dispatcher's retry decision, remembered: the next round runs at the earliest."""
-        outcome, at = super()._after_failure(c, result, now)
-        if at is not None:
-            self._scheduled.append(at)
-        return outcome, at
+    def _decided(self, decided: list[Decision]) -> None:
+        """The retry times decided in this round: the next round runs at the earliest."""
+        self._scheduled += [at for _, outcome, at in decided if outcome == "retry" and at]

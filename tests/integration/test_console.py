@@ -317,7 +317,7 @@ async def test_read_only_hides_forms_and_refuses_posts(make_relay, receiver):
     relay = await make_relay(toml(receiver.url, console="read_only = true\n"))
     assert (await relay.post_events(bounce("ro1"))).status == 202
     console = Console(relay)
-    await wait_for(lambda: relay.runtime.dispatchers["crm"].activity.last_failure, 5, "a failure")
+    await wait_for(lambda: relay.runtime.outcomes.activities["crm"].last_failure, 5, "a failure")
     for path in ("/console/", "/console/destinations/crm", "/console/dead", "/console/tail"):
         resp, page = await console.get(path)
         assert resp.status == 200
