@@ -125,10 +125,6 @@ class Metrics:
 
     # -- hooks (called once per batch) -----------------------------------------------------
 
-    def watch(self, store: Store) -> None:
-        """Hook into the store's group commit."""
-        store.on_commit = self.committed  # type: ignore[attr-defined]
-
     def ingested(self, batch: list[NewEvent], source: str) -> None:
         if not batch:
             return
@@ -223,8 +219,7 @@ class Metrics:
     def _set_circuits(self, runtime: Runtime) -> None:
         self.circuit.clear()
         for name, dispatcher in runtime.dispatchers.items():
-            circuit = getattr(dispatcher, "circuit", None)
-            self.circuit.labels(name).set(int(circuit is not None and circuit.is_open))
+            self.circuit.labels(name).set(int(dispatcher.circuit.is_open))
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

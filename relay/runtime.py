@@ -1,4 +1,4 @@
-"""What a running relay holds: config, store, router, dispatchers, dispatch log.
+"""What a running relay holds: config, store, intake, dispatchers, outcomes, dispatch log.
 
 The web handlers and the daemon share one `Runtime`. It owns the dispatchers and brings
 them in line with a new config on reload: new destinations start, removed ones stop
@@ -11,13 +11,10 @@ import asyncio
 import logging
 import os
 import secrets
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
-
-import orjson
 
 from .config import Config, PullDestination, PushDestination
 from .dispatch.activity import MINUTES, Activity, LastAttempt
@@ -25,14 +22,14 @@ from .dispatch.dispatcher import Dispatcher
 from .dispatch.factory import make_dispatcher
 from .dispatch.log import DispatchLog
 from .dispatch.periodic import PeriodicDispatcher
+from .dispatch.wakeups import Wakeups
 from .domain.bots import BotDetector
 from .domain.routing import Router
 from .domain.tokens import Signer
+from .intake import Intake
 from .metrics import Metrics
-from .models import NewEvent
 from .outcomes import Outcomes
-from .store import AttemptFilter, StorageUnavailable, Store
-from .store.spool import Spool
+from .store import AttemptFilter, Store
 
 log = logging.getLogger("relay")
 
@@ -63,96 +60,39 @@ def tracking_secrets(config: Config) -> tuple[str, ...]:
 
 
 class Runtime:
-    def __init__(self, config: Config, store: Store, dispatch_log: DispatchLog) -> None:
+    """The daemon builds the parts (store, dispatch log, metrics, wake-ups, intake) and
+    hands them over here; this owns the dispatchers, pauses, signer and bot memory."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        dispatch_log: DispatchLog,
+        metrics: Metrics,
+        wakeups: Wakeups,
+        intake: Intake,
+    ) -> None:
         self.config = config
         self.store = store
         self.log = dispatch_log
-        self.router = Router(config.routes, config.destinations)
-        self.dispatchers: dict[str, Dispatcher] = {}
-        self.spool: Spool | None = None  # tracking events kept while PostgreSQL is away
+        self.metrics = metrics  # per runtime, not global: tests run many in one process
+        self.wakeups = wakeups
+        self.intake = intake  # every event taken in: ingest, tracking, the spool's drain
+        self.dispatchers: dict[str, Dispatcher] = wakeups.dispatchers
         self.paused: dict[str, float | None] = {}
-        self.ingested: Counter[str] = Counter()  # events stored, by source
-        self.duplicates: Counter[str] = Counter()  # events not stored again (id known), by source
         self.signer = Signer(tracking_secrets(config), config.server.public_url)
         self.bots = BotDetector(memory_s=config.tracking.bot_memory_s)
         self.started_at = time.time()
-        self.metrics = Metrics()  # per runtime, not global: tests run many in one process
-        self.metrics.watch(store)
         # Every outcome, push or pull, is settled here: store, dispatch log, metrics, console.
-        self.outcomes = Outcomes(store, dispatch_log, [self.metrics])
+        self.outcomes = Outcomes(store, dispatch_log, [metrics])
 
-    def new_event(
-        self, event: dict, received_at: float, check_duplicate: bool = True, first: bool = False
-    ) -> NewEvent:
-        """A validated event, routed and serialised, ready for `commit`."""
-        etype = event["event_type"]
-        key = (
-            (etype, str(event["email"]), str(event.get("sendid", "")))
-            if first and event.get("email")
-            else None
-        )
-        return NewEvent(
-            event["id"],
-            etype,
-            received_at,
-            orjson.dumps(event),
-            self.router.deliveries_for(event, received_at),
-            check_duplicate,
-            key,
-        )
-
-    async def commit(self, batch: list[NewEvent], source: str) -> int:
-        """Store events (returns once committed), count them, wake their dispatchers.
-
-        Returns how many were stored; the rest carried an id already stored and count as
-        duplicates, so `ingested` agrees with the store.
-        """
-        stored = await self.store.append(batch)
-        return self._count(batch, stored, source)
-
-    def _count(self, batch: list[NewEvent], stored: list[bool], source: str) -> int:
-        new = batch if all(stored) else [e for e, s in zip(batch, stored, strict=True) if s]
-        self.ingested[source] += len(new)
-        self.metrics.ingested(new, source)
-        if duplicates := len(batch) - len(new):
-            self.duplicates[source] += duplicates
-            self.metrics.duplicates(duplicates, source)
-        self.wake({name for e in new for name, _ in e.deliveries})
-        return len(new)
-
-    async def spool_events(self, batch: list[NewEvent]) -> bool:
-        """Keep tracking events in the local spool while the shared database is away
-        (PostgreSQL only); False when there is no spool or it cannot take them."""
-        if self.spool is None:
-            return False
-        try:
-            kept = await self.spool.put(batch)
-        except (OSError, sqlite3.Error) as exc:
-            log.error("spool write failed: %s", exc)
-            return False
-        if kept and self.spool.count == len(batch):
-            log.warning("storage unavailable: spooling tracking events to %s", self.spool.path)
-        return kept
-
-    async def drain_spool(self) -> None:
-        """Move spooled tracking events into the store once it answers again (upkeep)."""
-        if self.spool is None or self.spool.count == 0:
-            return
-
-        async def append(events: list[NewEvent]) -> None:
-            self._count(events, await self.store.append(events), "spool")
-
-        try:
-            moved = await self.spool.drain(append)
-        except StorageUnavailable:
-            return  # still away: next second
-        if moved:
-            log.info("spool drained events=%d left=%d", moved, self.spool.count)
+    @property
+    def ingested(self) -> Counter[str]:
+        """Events stored, by source."""
+        return self.intake.ingested
 
     def wake(self, destinations: Iterable[str]) -> None:
-        for name in destinations:
-            if (d := self.dispatchers.get(name)) is not None:
-                d.wake()
+        self.wakeups.wake(destinations)
 
     def is_paused(self, destination: str) -> bool:
         return destination in self.paused
@@ -206,9 +146,10 @@ class Runtime:
         for d in stopping:  # their counts leave the shutdown line with them
             self.outcomes.tallies.pop(d.name, None)
         self.config = config
-        self.router = Router(config.routes, config.destinations)
+        self.intake.reroute(Router(config.routes, config.destinations))
         self.signer = Signer(tracking_secrets(config), config.server.public_url)
-        self.dispatchers = keep
+        for name in [n for n in self.dispatchers if n not in keep]:  # the same dict as wakeups'
+            del self.dispatchers[name]
         for dest in config.destinations.values():
             if not isinstance(dest, PullDestination) and dest.name not in keep:
                 await self._start(dest)
@@ -255,8 +196,8 @@ class Runtime:
         for tally in self.outcomes.tallies.values():  # push and pull (an ack is delivered)
             counts.update(tally)
         return {
-            "ingested": sum(self.ingested.values()),
-            "duplicates": sum(self.duplicates.values()),
+            "ingested": sum(self.intake.ingested.values()),
+            "duplicates": sum(self.intake.duplicates.values()),
             "delivered": counts["delivered"],
             "retried": counts["retry"],
             "dead": counts["dead"],

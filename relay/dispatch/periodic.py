@@ -32,14 +32,6 @@ log = logging.getLogger("relay.dispatch")
 CLAIM_CHUNK = 5000  # rows per claim transaction: a 100k-event file doesn't hold the writer long
 
 
-async def leads(store: Store, name: str) -> bool:
-    """Whether this node runs the cluster-wide singleton `name`. Several nodes on one
-    PostgreSQL share a lease row (`PostgresStore.lead`); a store without one (SQLite: one
-    node) always leads."""
-    lead = getattr(store, "lead", None)
-    return True if lead is None else await lead(name)
-
-
 class PeriodicDispatcher(Dispatcher):
     """Same surface as `Dispatcher` (start, stop, wake, paused, running, counts), plus `flush`."""
 
@@ -72,7 +64,7 @@ class PeriodicDispatcher(Dispatcher):
             try:
                 if not self.paused and await self._round_due():
                     # One node of a cluster builds each message or file of a period.
-                    if await leads(self.store, f"periodic:{self.name}"):
+                    if await self.store.lead(f"periodic:{self.name}"):
                         await self._round()
                         continue
                     if self._flush:  # `relay flush` was taken here: hand it to the leader

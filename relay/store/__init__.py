@@ -7,6 +7,7 @@ imports neither.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .base import (
@@ -44,13 +45,23 @@ __all__ = [
 ]
 
 
-def make_store(storage: StorageConfig) -> Store:
-    """The configured backend's store, not yet opened (`[storage] backend`)."""
+def make_store(
+    storage: StorageConfig,
+    on_commit: Callable[[int, int, float], None] | None = None,
+    on_wake: Callable[[set[str]], None] | None = None,
+) -> Store:
+    """The configured backend's store, not yet opened (`[storage] backend`).
+
+    `on_commit(writes, events, seconds)` after each group commit (the metrics);
+    `on_wake(destinations)` when another node stored work for them (PostgreSQL only).
+    """
     if storage.backend == "postgres":
         from .postgres import PostgresStore
 
         assert storage.dsn is not None  # config.py requires it for this backend
-        return PostgresStore(storage.dsn, pool_size=storage.pool_size)
+        return PostgresStore(
+            storage.dsn, pool_size=storage.pool_size, on_commit=on_commit, on_wake=on_wake
+        )
     from .sqlite import SqliteStore
 
-    return SqliteStore(storage.path)
+    return SqliteStore(storage.path, on_commit=on_commit)

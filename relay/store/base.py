@@ -170,6 +170,16 @@ class ReplayFilter:
 
 
 class Store(Protocol):
+    node: str | None  # this process's name in a cluster sharing the queue (None: SQLite)
+
+    @property
+    def queued_events(self) -> int:
+        """Events waiting for the next group commit (ingest sheds load beyond a limit)."""
+
+    async def lead(self, name: str) -> bool:
+        """Whether this node runs the cluster-wide singleton `name` (retention, a periodic
+        destination's rounds): one node of a PostgreSQL cluster at a time; SQLite always."""
+
     async def open(self) -> None:
         """Create or migrate the schema; refuse a schema newer than this code."""
 

@@ -241,4 +241,4 @@ async def _new_firsts(db: asyncpg.Connection, keys: list[Key]) -> set[Key]:
         " ON CONFLICT DO NOTHING RETURNING event_type, email, sendid",
         *(list(col) for col in zip(*unique, strict=True)),
     )
-    return {tuple(r) for r in rows}  # type: ignore[misc]
+    return {(r[0], r[1], r[2]) for r in rows}

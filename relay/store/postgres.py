@@ -40,7 +40,15 @@ FOLD_EVERY_S = 5.0  # how often a node folds the counter deltas (see pg_sql.py)
 class PostgresStore(PostgresIngest, PostgresAcks, SingletonLeases, PostgresReads):
     """`base.Store` on a PostgreSQL database shared by every node."""
 
-    def __init__(self, dsn: str, *, pool_size: int = 8, node: str | None = None) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        pool_size: int = 8,
+        node: str | None = None,
+        on_commit: Callable[[int, int, float], None] | None = None,
+        on_wake: Callable[[set[str]], None] | None = None,
+    ) -> None:
         self.dsn = dsn
         self.pool_size = pool_size
         # Which node's claims `release_leases` may free at start-up: only this node's own.
@@ -52,10 +60,10 @@ class PostgresStore(PostgresIngest, PostgresAcks, SingletonLeases, PostgresReads
         self._closing = False
         self.commits = 0
         self.last_commit_size = 0
-        self.on_commit: Callable[[int, int, float], None] | None = None
+        self.on_commit = on_commit  # after each group commit: (writes, events, seconds)
         # Called with destination names when another node (or this one) stored work for
         # them: the daemon wakes those dispatchers (LISTEN/NOTIFY).
-        self.on_wake: Callable[[set[str]], None] | None = None
+        self.on_wake = on_wake
         self._notified: dict[str, float] = {}
         self._listener: asyncio.Task | None = None
         self._acks: list[tuple[list[Claimed], Attempt | None, asyncio.Future]] = []

@@ -84,7 +84,15 @@ class _Pending:
 class SqliteStore(SqliteReads):
     """`base.Store` on one SQLite file."""
 
-    def __init__(self, path: Path | str, *, busy_timeout_s: float = 5.0) -> None:
+    node = None  # one process owns the file: no cluster, no node name in the dispatch log
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        busy_timeout_s: float = 5.0,
+        on_commit: Callable[[int, int, float], None] | None = None,
+    ) -> None:
         self.path = Path(path)
         self._busy_ms = int(busy_timeout_s * 1000)
         self._db: aiosqlite.Connection | None = None
@@ -99,7 +107,7 @@ class SqliteStore(SqliteReads):
         self.commits = 0
         self.last_commit_size = 0
         # Called after each group commit with (writes, events inserted, seconds): metrics.
-        self.on_commit: Callable[[int, int, float], None] | None = None
+        self.on_commit = on_commit
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -567,6 +575,10 @@ class SqliteStore(SqliteReads):
     async def next_due(self, destination: str) -> float | None:
         rows = await self._fetch(_NEXT_DUE, (destination,))
         return rows[0][0]
+
+    async def lead(self, name: str) -> bool:
+        """One node: it runs every cluster-wide singleton (retention, periodic rounds)."""
+        return True
 
     async def paused(self) -> dict[str, float | None]:
         rows = await self._fetch("SELECT destination, until FROM paused")

@@ -10,7 +10,7 @@ from .. import soap
 from ..metrics import count_requests
 from ..runtime import Runtime
 from . import admin_api, console, ingest, links, pull, tracking
-from .common import RUNTIME, errors_as_json, json_response
+from .common import INTAKE, RUNTIME, errors_as_json, json_response
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -45,6 +45,7 @@ def create_app(runtime: Runtime) -> web.Application:
         client_max_size=runtime.config.ingest.max_body_bytes,
     )
     app[RUNTIME] = runtime
+    app[INTAKE] = runtime.intake
     app.router.add_post("/v1/events", ingest.post_events)
     app.router.add_post("/v1/links", links.post_links)
     app.router.add_post("/v1/rewrite", links.post_rewrite)

@@ -12,11 +12,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from ..intake import Intake
 from ..runtime import Runtime
 
 log = logging.getLogger("relay.web")
 
 RUNTIME = web.AppKey("runtime", Runtime)
+INTAKE = web.AppKey("intake", Intake)  # the one door events come in by (ingest, tracking)
 
 
 def json_response(

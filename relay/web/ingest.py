@@ -7,15 +7,15 @@ import time
 import orjson
 from aiohttp import web
 
-from ..domain.events import Problem, validate
+from ..domain.events import Problem
+from ..intake import Invalid, Overloaded
 from ..store import StorageUnavailable
-from .common import RUNTIME, JsonError, check_bearer, json_response
+from .common import INTAKE, RUNTIME, JsonError, check_bearer, json_response
 
 JSON_TYPES = frozenset({"application/json", "text/json"})
 NDJSON_TYPES = frozenset(
     {"application/x-ndjson", "application/jsonl", "application/x-jsonlines", "application/ndjson"}
 )
-MAX_QUEUED_EVENTS = 200_000  # beyond this, the writer is behind: shed load with 503
 RETRY_AFTER = {"Retry-After": "1"}
 
 
@@ -46,27 +46,21 @@ def invalid(problems: list[Problem]) -> JsonError:
 
 
 async def post_events(request: web.Request) -> web.Response:
-    runtime = request.app[RUNTIME]
-    limits = runtime.config.ingest
+    limits = request.app[RUNTIME].config.ingest
     check_bearer(request, limits.tokens)
     items = parse_body(await request.read(), request.content_type)
     if not items:
         raise JsonError(400, "no events in the request")
     if len(items) > limits.max_events:
         raise JsonError(413, f"at most {limits.max_events} events a request, got {len(items)}")
-    received_at = time.time()
-    problems: list[Problem] = []
-    events = [validate(i, item, received_at, problems) for i, item in enumerate(items)]
-    if problems:
-        raise invalid(problems)
-    if getattr(runtime.store, "queued_events", 0) > MAX_QUEUED_EVENTS:
-        raise JsonError(503, "overloaded: try again shortly", RETRY_AFTER)
-    batch = [
-        runtime.new_event(e, received_at, check_duplicate="id" in item)
-        for e, item in zip(events, items, strict=True)
-    ]
+    intake = request.app[INTAKE]
     try:
-        stored = await runtime.commit(batch, "api")
+        batch = intake.accept(items, time.time())
+        stored = await intake.commit(batch, "api")
+    except Invalid as exc:
+        raise invalid(exc.problems) from None
+    except Overloaded:
+        raise JsonError(503, "overloaded: try again shortly", RETRY_AFTER) from None
     except StorageUnavailable as exc:
         raise JsonError(503, f"storage unavailable: {exc}", RETRY_AFTER) from None
     # `accepted` counts the events this request stored; an id stored before (or twice in

@@ -20,8 +20,7 @@ from ..domain.bots import Verdict
 from ..domain.events import new_id
 from ..domain.tokens import is_safe_url
 from ..runtime import Runtime
-from ..store import StorageUnavailable
-from .common import RUNTIME
+from .common import INTAKE, RUNTIME
 
 log = logging.getLogger("relay.tracking")
 
@@ -83,14 +82,14 @@ async def _record(
     event_id: str | None = None,
 ) -> bool:
     """Commit one tracking event; False if it could not be stored (logged, never raised)."""
-    runtime: Runtime = request.app[RUNTIME]
-    ip = client_ip(request, runtime.config.server.trusted_proxies)
+    app = request.app
+    ip = client_ip(request, app[RUNTIME].config.server.trusted_proxies)
     user_agent = request.headers.get("User-Agent")
-    return await _store(runtime, etype, fields, verdict, source, ip, user_agent, event_id)
+    return await _store(app, etype, fields, verdict, source, ip, user_agent, event_id)
 
 
 async def _store(
-    runtime: Runtime,
+    app: web.Application,
     etype: str,
     fields: dict,
     verdict: Verdict,
@@ -100,7 +99,7 @@ async def _store(
     event_id: str | None = None,
 ) -> bool:
     """`_record` for a caller that already has the client's address and user agent."""
-    tracking = runtime.config.tracking
+    tracking = app[RUNTIME].config.tracking
     if verdict.is_bot and tracking.bots == "drop":
         return True
     now = time.time()
@@ -116,15 +115,8 @@ async def _store(
     }
     if ip is not None:
         event["engine_ip"] = ip
-    batch = [runtime.new_event(event, now, event_id is not None, first=True)]
-    try:
-        await runtime.commit(batch, source)
-    except StorageUnavailable as exc:
-        if await runtime.spool_events(batch):  # PostgreSQL away: keep it locally
-            return True
-        log.error("tracking event lost: storage unavailable: %s", exc)
-        return False
-    return True
+    intake = app[INTAKE]
+    return await intake.keep([intake.event(event, now, event_id is not None, first=True)], source)
 
 
 def _message_fields(fields: dict[str, str]) -> dict[str, str]:
@@ -156,7 +148,7 @@ async def open_pixel(request: web.Request) -> web.Response:
         user_agent = request.headers.get("User-Agent")
         verdict = runtime.bots.open(ip, user_agent)
         fields.pop("url", None)  # _message_fields, in place
-        await _store(runtime, "engine_open", fields, verdict, "pixel", ip, user_agent)
+        await _store(request.app, "engine_open", fields, verdict, "pixel", ip, user_agent)
     return web.Response(body=PIXEL, headers=PIXEL_HEADERS)
 
 
@@ -186,7 +178,7 @@ async def click(request: web.Request) -> web.Response:
         verdict = runtime.bots.click(ip, user_agent, key, target)
         del fields["url"]  # _message_fields, in place
         fields["click_url"] = target
-        await _store(runtime, "engine_click", fields, verdict, "click", ip, user_agent)
+        await _store(request.app, "engine_click", fields, verdict, "click", ip, user_agent)
     return web.Response(status=302, headers={"Location": target, **NO_STORE})
 
 

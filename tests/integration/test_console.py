@@ -170,6 +170,8 @@ async def test_destination_page_attempts_filters_groups_and_pages(make_relay, re
     assert (await relay.post_events(events)).status == 202
     await wait_for(lambda: len(set(receiver.delivered_ids())) == 55, 10, "all delivered")
     await wait_for(lambda: len(receiver.hits) == 56, 5, "the retry")
+    tally = relay.runtime.outcomes.tallies["crm"]  # counted once the store has the attempt
+    await wait_for(lambda: tally["delivered"] == 55 and tally["retry"] == 1, 5, "recorded")
     console = Console(relay)
 
     resp, page = await console.get("/console/destinations/crm")
