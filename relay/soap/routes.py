@@ -44,6 +44,19 @@ async def wsdl(request: web.Request) -> web.Response:
     return _xml(etree.tostring(doc, xml_declaration=True, encoding="UTF-8"))
 
 
+async def _body(request: web.Request) -> bytes | None:
+    """The whole body, however it was chunked; None as soon as it passes MAX_BODY."""
+    if (request.content_length or 0) > MAX_BODY:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def handle(request: web.Request) -> web.Response:
     if request.headers.get("Sec-Fetch-Site") in ("cross-site", "same-site"):
         return _fault("cross-site requests are refused", 403)
@@ -53,10 +66,8 @@ async def handle(request: web.Request) -> web.Response:
         )
     if request.content_type != "text/xml":
         return _fault("Content-Type must be text/xml (SOAP 1.1)", 415)
-    if (request.content_length or 0) > MAX_BODY:
-        return _fault(f"request body larger than {MAX_BODY} bytes", 413)
-    body = await request.content.read(MAX_BODY + 1)
-    if len(body) > MAX_BODY:
+    body = await _body(request)
+    if body is None:
         return _fault(f"request body larger than {MAX_BODY} bytes", 413)
     try:
         call = parse_call(body)
