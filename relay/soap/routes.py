@@ -2,7 +2,8 @@
 
 Every answer is XML: a `handleRequestResponse`, or a SOAP Fault (HTTP 500, as SOAP 1.1
 over HTTP has it) when the envelope is wrong, with 413 for an oversized body, 415 for a
-content type that is not SOAP 1.1's `text/xml`, and 403 for a browser's cross-site request.
+content type that is not SOAP 1.1's `text/xml`, 403 for a browser's cross-site request, and
+a `Server` Fault with 503 and Retry-After while the store cannot answer.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from aiohttp import web
 from lxml import etree
 
+from ..store import StorageUnavailable
 from ..web import RUNTIME, JsonError
 from .codec import Fault, build_fault, build_response, parse_call
 from .service import PullService
@@ -73,7 +75,13 @@ async def handle(request: web.Request) -> web.Response:
         call = parse_call(body)
     except Fault as fault:
         return _xml(build_fault(fault), 500)
-    answer = await request.app[SERVICE].handle(call)
+    try:
+        answer = await request.app[SERVICE].handle(call)
+    except StorageUnavailable:
+        # Nothing is lost: a lease whose ack failed comes back when it runs out.
+        response = _fault("storage unavailable: try again shortly", 503, "Server")
+        response.headers["Retry-After"] = "1"
+        return response
     return _xml(build_response(call.namespace, answer))
 
 
