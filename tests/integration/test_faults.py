@@ -378,3 +378,62 @@ async def test_thousands_of_idle_connections_do_not_stop_service(make_relay, rec
         for _, writer in idle:
             writer.close()
     await carries_on(relay, receiver, "after-idle")
+
+
+HOLDER = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+sys.stdin.readline()  # until the test says so
+db.execute("COMMIT")
+"""
+
+
+async def test_more_events_waiting_for_the_writer_than_max_queued_is_503(
+    make_relay, receiver, tmp_path
+):
+    """The writer is stuck behind another process's lock; events queue up behind it. Past
+    `ingest.max_queued` (200,000 by default; 10 here, the same check) ingest answers 503 with
+    Retry-After at once, instead of queueing more in memory; the queued ones commit later."""
+    relay = await make_relay(
+        base_toml()
+        + "[ingest]\nmax_queued = 10\n"
+        + f'[destinations.good]\ntype = "http"\nurl = "{receiver.url}"\n'
+        + '[[routes]]\nevents = ["*"]\ndestinations = ["good"]\n'
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path / "relay.db")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert holder.stdin is not None and holder.stdout is not None
+    try:
+        assert await asyncio.wait_for(asyncio.to_thread(holder.stdout.readline), 10) == b"locked\n"
+        # While the lock holds, the writer is stuck on one group; every post after that waits
+        # in the queue until more than 10 events wait, and then the next one is shed.
+        queued: list[tuple[list[dict], asyncio.Task]] = []
+        shed = None
+        for n in range(6):
+            batch = [event(f"b{n}-{i}") for i in range(20)]
+            task = asyncio.create_task(relay.post_events(batch))
+            await asyncio.wait({task}, timeout=0.3)  # answered at once, or waiting
+            if task.done():
+                shed = task.result()
+                break
+            queued.append((batch, task))
+        assert shed is not None and len(queued) >= 2, "nothing was shed"
+        assert shed.status == 503
+        assert shed.headers["Retry-After"] == "1"
+        assert (await shed.json())["error"] == "overloaded: try again shortly"
+        assert relay.store.queued_events > 10
+    finally:
+        holder.stdin.write(b"go\n")
+        holder.stdin.close()
+        await asyncio.to_thread(holder.wait, 30)
+        holder.stdout.close()
+    assert [(await task).status for _, task in queued] == [202] * len(queued)
+    await carries_on(relay, receiver, "after-queue")
+    with sqlite3.connect(tmp_path / "relay.db") as db:
+        stored = {i for (i,) in db.execute("SELECT id FROM events WHERE id LIKE 'b%'")}
+    assert stored == {e["id"] for batch, _ in queued for e in batch}  # the shed one is not
