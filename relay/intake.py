@@ -27,8 +27,6 @@ from .store.spool import Spool
 log = logging.getLogger("relay")
 tracking_log = logging.getLogger("relay.tracking")
 
-MAX_QUEUED_EVENTS = 200_000  # beyond this, the writer is behind: shed load with 503
-
 
 class Invalid(ValueError):
     """Some items of a batch are not events; nothing of the batch is taken."""
@@ -67,14 +65,12 @@ class Intake:
         counts: Counts,
         wake: Callable[[Iterable[str]], None],
         spool: Spool | None = None,
-        max_queued: int = MAX_QUEUED_EVENTS,
     ) -> None:
         self.store = store
         self.router = router
         self.counts = counts
         self.wake = wake
         self.spool = spool  # tracking events kept while PostgreSQL is away
-        self.max_queued = max_queued
         self.ingested: Counter[str] = Counter()  # by source
         self.duplicates: Counter[str] = Counter()  # by source
 
@@ -82,15 +78,16 @@ class Intake:
         """A reload's routes apply to the events taken in from now on."""
         self.router = router
 
-    def accept(self, items: list, received_at: float) -> list[NewEvent]:
+    def accept(self, items: list, received_at: float, max_queued: int) -> list[NewEvent]:
         """Validate a client's batch (all or nothing: `Invalid`), check the writer keeps up
-        (`Overloaded`), then route and serialise each event. An item with its own `id` is
-        checked for a duplicate; an id relay made cannot collide."""
+        (`Overloaded` beyond `max_queued` events waiting), then route and serialise each
+        event. An item with its own `id` is checked for a duplicate; an id relay made
+        cannot collide."""
         problems: list[Problem] = []
         events = [validate(i, item, received_at, problems) for i, item in enumerate(items)]
         if problems:
             raise Invalid(problems)
-        if self.store.queued_events > self.max_queued:
+        if self.store.queued_events > max_queued:
             raise Overloaded()
         return [
             self.event(e, received_at, check_duplicate="id" in item)

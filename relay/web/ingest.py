@@ -55,7 +55,7 @@ async def post_events(request: web.Request) -> web.Response:
         raise JsonError(413, f"at most {limits.max_events} events a request, got {len(items)}")
     intake = request.app[INTAKE]
     try:
-        batch = intake.accept(items, time.time())
+        batch = intake.accept(items, time.time(), limits.max_queued)
         stored = await intake.commit(batch, "api")
     except Invalid as exc:
         raise invalid(exc.problems) from None
