@@ -91,3 +91,8 @@ class Result:
         response: str | None = None,
     ) -> Result:
         return cls(Outcome.RETRY, status, error, after_s, response)
+
+    @classmethod
+    def rejected(cls, error: str, status: int | None = None, response: str | None = None) -> Result:
+        """The receiver said no for good (an HTTP status in `reject`, an SMTP 5xx)."""
+        return cls(Outcome.REJECTED, status, error, None, response)

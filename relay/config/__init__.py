@@ -67,6 +67,8 @@ class HttpDestination(Leased):
     source_address: str | None = None
     retry: RetryPolicy = RetryPolicy()
     circuit: CircuitPolicy = CircuitPolicy()
+    # Statuses that are permanent: dead at once with the reason, never retried.
+    reject: tuple[int, ...] = (410,)
     type: str = "http"
 
 
@@ -348,6 +350,7 @@ def _http(t: Table, name: str) -> HttpDestination:
         source_address=t.str("source_address"),
         retry=_retry(t.table("retry")),
         circuit=_circuit(t.table("circuit")),
+        reject=t.int_list("reject", (410,), low=400, high=599),
     )
     if dest.batch_size > 1 and (dest.method, dest.format) != ("POST", "json"):
         raise t.error('batch_size > 1 needs method = "POST" and format = "json"', "batch_size")

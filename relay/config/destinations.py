@@ -68,6 +68,7 @@ class EmailDestination(Leased):
     timeout_s: float = 30.0  # for one whole message: connect to QUIT
     delay_s: float = 0.0
     concurrency: int = 4  # per-event mode only: messages in flight at once
+    reject_5xx: bool = True  # an SMTP 5xx reply is permanent: dead at once, never retried
     type: str = "email"
 
     @property
@@ -156,6 +157,7 @@ def parse_email(t: Table, name: str, retry: RetryPolicy, base_dir: Path) -> Emai
         timeout_s=t.duration("timeout", "30s"),
         delay_s=t.duration("delay", "0s"),
         concurrency=t.int("concurrency", 4, low=1, high=100),
+        reject_5xx=t.bool("reject_5xx", True),
     )
     if dest.username and dest.password is None:
         raise t.error("required when username is set", "password")

@@ -138,6 +138,20 @@ class Table:
         except ValueError as exc:
             raise self.error(f"{exc}, got {value!r}", key) from None
 
+    def int_list(
+        self, key: str, default: Iterable[int], low: int = 0, high: int | None = None
+    ) -> tuple[int, ...]:
+        """A list of integers, each within bounds (`reject = [410]`)."""
+        value = self._typed(key, (list,), "a list of integers", None)
+        if value is None:
+            return tuple(default)
+        for i, item in enumerate(value):
+            bad = isinstance(item, bool) or not isinstance(item, int)
+            if bad or item < low or (high is not None and item > high):
+                bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+                raise self.error(f"must be integers {bound}, got {item!r}", f"{key}[{i}]")
+        return tuple(value)
+
     def str_list(self, key: str, default: Iterable[str] = ()) -> tuple[str, ...]:
         value = self.raw(key, list(default))
         if isinstance(value, str):

@@ -137,6 +137,8 @@ class HttpSender:
                     after = parse_retry_after(resp.headers.get("Retry-After"), time.time())
                 snippet = text[:ERROR_BODY_CHARS].strip()
                 error = f"HTTP {resp.status}" + (f": {snippet}" if snippet else "")
+                if resp.status in self.dest.reject:  # e.g. 410 Gone: retrying cannot help
+                    return Result.rejected(error, resp.status, text)
                 return Result.retry(error, resp.status, after, text)
         except TimeoutError:
             return Result.retry(f"timeout after {self.dest.timeout_s:g}s")
