@@ -1,4 +1,5 @@
-"""Storage backends behind one queue interface (`base.Store`).
+"""Storage backends behind two interfaces: the queue (`base.Queue`: the data path) and
+the read/control side (`base.Control`); `base.Store` is both.
 
 The backends load lazily: `make_store` imports only the configured one (asyncpg is not
 loaded for SQLite, nor aiosqlite's backend for PostgreSQL), and importing this package
@@ -15,10 +16,12 @@ from .base import (
     AttemptFilter,
     AttemptRecord,
     AuditEntry,
+    Control,
     DeadDelivery,
     DeliveryDetail,
     DestinationStats,
     EventDetail,
+    Queue,
     ReplayFilter,
     Stats,
     StorageUnavailable,
@@ -33,10 +36,12 @@ __all__ = [
     "AttemptFilter",
     "AttemptRecord",
     "AuditEntry",
+    "Control",
     "DeadDelivery",
     "DeliveryDetail",
     "DestinationStats",
     "EventDetail",
+    "Queue",
     "ReplayFilter",
     "Stats",
     "StorageUnavailable",

@@ -169,22 +169,13 @@ class ReplayFilter:
     until: float | None = None
 
 
-class Store(Protocol):
-    node: str | None  # this process's name in a cluster sharing the queue (None: SQLite)
+class Queue(Protocol):
+    """The data path: events in (intake), deliveries claimed and finished (dispatchers,
+    outcomes, the pull API), dead ones replayed."""
 
     @property
     def queued_events(self) -> int:
         """Events waiting for the next group commit (ingest sheds load beyond a limit)."""
-
-    async def lead(self, name: str) -> bool:
-        """Whether this node runs the cluster-wide singleton `name` (retention, a periodic
-        destination's rounds): one node of a PostgreSQL cluster at a time; SQLite always."""
-
-    async def open(self) -> None:
-        """Create or migrate the schema; refuse a schema newer than this code."""
-
-    async def close(self) -> None:
-        """Finish the group commit in progress, then close."""
 
     async def append(self, events: list[NewEvent]) -> list[bool]:
         """Commit events and their pending deliveries; say for each whether it was stored.
@@ -243,11 +234,23 @@ class Store(Protocol):
         so a recovering receiver gets them spread out, oldest first.
         """
 
-    async def check_writable(self) -> None:
-        """Readiness: prove a write commits (and change nothing); raise StorageUnavailable."""
-
     async def next_due(self, destination: str) -> float | None:
         """When the earliest pending delivery of `destination` is due (None: nothing pending)."""
+
+
+class Control(Protocol):
+    """The read and control side: counts, an event's story, dead pages, attempts, the audit
+    trail, pauses and flushes, retention, and which node this is and what it leads
+    (admin API, console, CLI, the daemon's upkeep)."""
+
+    node: str | None  # this process's name in a cluster sharing the queue (None: SQLite)
+
+    async def lead(self, name: str) -> bool:
+        """Whether this node runs the cluster-wide singleton `name` (retention, a periodic
+        destination's rounds): one node of a PostgreSQL cluster at a time; SQLite always."""
+
+    async def check_writable(self) -> None:
+        """Readiness: prove a write commits (and change nothing); raise StorageUnavailable."""
 
     async def stats(self) -> Stats:
         """Counts from counters the store keeps as it writes: no scan of big tables."""
@@ -299,3 +302,13 @@ class Store(Protocol):
 
     async def purge(self, older_than: float) -> int:
         """Delete finished and dead deliveries, and events with none left, older than this."""
+
+
+class Store(Queue, Control, Protocol):
+    """Both sides, as each backend (SQLite, PostgreSQL) implements them."""
+
+    async def open(self) -> None:
+        """Create or migrate the schema; refuse a schema newer than this code."""
+
+    async def close(self) -> None:
+        """Finish the group commit in progress, then close."""
