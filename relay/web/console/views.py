@@ -21,7 +21,10 @@ import orjson
 from aiohttp import web
 
 from ...admin import Admin
+from ...config import HttpDestination
 from ...config.reader import parse_duration
+from ...destinations.http import build_request
+from ...models import Claimed
 from ...store import AttemptFilter
 from ..common import RUNTIME
 from . import live
@@ -245,34 +248,25 @@ async def event(request: web.Request) -> web.Response:
     )
 
 
-def curl(dest: Any, event: dict[str, Any]) -> str:
-    """The request relay sends this event to an http destination, as a curl command.
+def curl(dest: HttpDestination, event: dict[str, Any]) -> str:
+    """The request relay sends this event to an http destination, as a curl command: built
+    by the sender's own `build_request`, so the two cannot drift apart.
 
     Header values from the config and the signature headers are placeholders: the page never
     shows a secret. Masked email addresses stay masked.
     """
-    from ...destinations.http import flatten
-
-    url, body = dest.url, None
-    headers = [(k, f"<{k} from the config>") for k in dict(dest.headers)]
-    if dest.method == "GET":
-        query = urlencode(flatten(event))
-        url = f"{url}{'&' if '?' in url else '?'}{query}"
-    elif dest.format == "form":
-        body = urlencode(flatten(event))
-        headers.append(("Content-Type", "application/x-www-form-urlencoded"))
-    else:
-        raw = orjson.dumps(event).decode()
-        body = raw if dest.batch_size == 1 else f"[{raw}]"
-        headers.append(("Content-Type", "application/json"))
-    headers.append(("webhook-id", "<webhook-id>"))
+    claim = Claimed(0, 0, str(event.get("id", "")), "", orjson.dumps(event), 1, 0.0)
+    url, body, headers, _ = build_request(dest, [claim], with_signature=False)
+    for name, _ in dest.headers:
+        headers[name] = f"<{name} from the config>"
+    headers["webhook-id"] = "<webhook-id>"
     if dest.signing_key is not None:
-        headers.append(("webhook-timestamp", "<unix time>"))
-        headers.append(("webhook-signature", "<v1,signature made with signing_key>"))
+        headers["webhook-timestamp"] = "<unix time>"
+        headers["webhook-signature"] = "<v1,signature made with signing_key>"
     lines = [f"curl -X {dest.method} {shlex.quote(url)}"]
-    lines += [f"  -H {shlex.quote(f'{k}: {v}')}" for k, v in headers]
+    lines += [f"  -H {shlex.quote(f'{k}: {v}')}" for k, v in headers.items()]
     if body is not None:
-        lines.append(f"  --data-binary {shlex.quote(body)}")
+        lines.append(f"  --data-binary {shlex.quote(body.decode())}")
     return " \\\n".join(lines)
 
 
