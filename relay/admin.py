@@ -19,6 +19,7 @@ import orjson
 from .config import PullDestination
 from .dispatch.activity import Activity
 from .dispatch.log import iso_ms
+from .domain.replay import ReplayRequest
 from .models import State
 from .store import AttemptFilter, AuditEntry, DeadDelivery, EventDetail, ReplayFilter, Store
 
@@ -347,18 +348,10 @@ class Admin:
         await self._audit(actor, "resume", name, None, "")
         return {"destination": name, "paused": False}
 
-    async def replay(
-        self,
-        *,
-        destination: str | None,
-        ids: tuple[str, ...] = (),
-        since: float | None = None,
-        until: float | None = None,
-        group: str | None = None,
-        dry_run: bool = False,
-        rate: float | None = None,
-        actor: str,
-    ) -> dict[str, Any]:
+    async def replay(self, req: ReplayRequest, actor: str) -> dict[str, Any]:
+        """Make the dead deliveries `req` matches pending again (or count them: dry run)."""
+        destination, ids, group = req.only, req.ids, req.group
+        since, until, dry_run, rate = req.since, req.until, req.dry_run, req.rate
         if group is not None:
             # A group is a set of dead deliveries of one cause: replay those events by id.
             matched = [

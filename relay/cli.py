@@ -18,6 +18,7 @@ from . import __version__, tail
 from .config import Config, ConfigError, HttpDestination, find_config, load
 from .config.reader import parse_duration
 from .dispatch.log import DispatchLog
+from .domain.replay import ReplayError, ReplayRequest
 from .store import DestinationStats, StorageUnavailable, make_store
 
 if TYPE_CHECKING:
@@ -284,23 +285,25 @@ def cmd_dead(args: argparse.Namespace, config: Config) -> int:
                     )
             return 0
     else:
-        if args.rate is not None and not args.rate > 0:
-            raise Failed("--rate: must be a positive number of events per second")
+        try:
+            req = ReplayRequest(
+                args.destination,
+                tuple(args.ids),
+                args.since,
+                args.until,
+                args.group,
+                args.rate,
+                args.dry_run,
+            )
+        except ReplayError as exc:
+            flag = {"destination": "destination", "ids": "id"}.get(exc.field, exc.field)
+            raise Failed(f"--{flag}: {exc.message}") from None
 
         async def work(store: SqliteStore) -> int:
             # The audit line goes to the dispatch log, as from the console (not to stdout).
             log = DispatchLog(config.dispatch_log) if config.dispatch_log != "-" else None
             try:
-                result = await (await _admin(store, config, log)).replay(
-                    destination=args.destination,
-                    ids=tuple(args.ids),
-                    since=args.since,
-                    until=args.until,
-                    group=args.group,
-                    dry_run=args.dry_run,
-                    rate=args.rate,
-                    actor="cli",
-                )
+                result = await (await _admin(store, config, log)).replay(req, "cli")
             finally:
                 if log is not None:
                     log.close()

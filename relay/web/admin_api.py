@@ -23,14 +23,13 @@ from aiohttp import web
 
 from ..admin import Admin
 from ..config.reader import parse_duration
+from ..domain.replay import MIN_RATE, ReplayError, ReplayRequest
 from .auth import console_actor
 from .common import RUNTIME, JsonError, json_response
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
-MAX_IDS = 10_000
 MAX_PAUSE_S = 366 * 86400.0
-MIN_RATE, MAX_RATE = 0.001, 1_000_000.0
 MAX_TS = 253402300799.0  # 9999-12-31T23:59:59Z: anything later cannot be shown as a date
 _INT = re.compile(r"^[0-9]{1,18}$")
 _EPOCH = re.compile(r"^[0-9]{1,12}(\.[0-9]+)?$")
@@ -191,6 +190,7 @@ async def resume(request: web.Request) -> web.Response:
 
 
 async def replay(request: web.Request) -> web.Response:
+    """The body's JSON types are checked here; what may be replayed, by `ReplayRequest`."""
     actor = _action(request)
     body = await _body(request, REPLAY_KEYS)
     destination = body.get("destination")
@@ -200,46 +200,31 @@ async def replay(request: web.Request) -> web.Response:
         if destination != "*":
             _destination(request, destination)
     ids = body.get("ids")
-    if ids is not None:
-        if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
-            raise bad("ids", "must be a list of event ids (non-empty strings)")
-        if len(ids) > MAX_IDS:
-            raise bad("ids", f"at most {MAX_IDS} ids at once")
-    since, until = _time_range(body.get("since"), body.get("until"))
+    if ids is not None and not isinstance(ids, list):
+        raise bad("ids", "must be a list of event ids (non-empty strings)")
     group = body.get("group")
-    if group is not None:
-        if not isinstance(group, str) or not re.fullmatch(r"[0-9a-f]{12}", group):
-            raise bad("group", "must be a failure group id (12 hex digits, as listed)")
-        if ids:
-            raise bad("group", "cannot be combined with ids")
+    if group is not None and not isinstance(group, str):
+        raise bad("group", "must be a failure group id (12 hex digits, as listed)")
     dry_run = body.get("dry_run", False)
     if not isinstance(dry_run, bool):
         raise bad("dry_run", "must be true or false")
     rate = body.get("rate")
-    if rate is not None and (
-        isinstance(rate, bool)
-        or not isinstance(rate, int | float)
-        or not math.isfinite(rate)
-        or not MIN_RATE <= rate <= MAX_RATE
-    ):
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float)):
         raise bad("rate", f"must be a positive number of events per second ({MIN_RATE:g} to 1e6)")
-    if destination is None and not ids and since is None and until is None and group is None:
-        raise bad(
-            "destination",
-            'say what to replay: destination, ids, since, until or group ("destination": "*" '
-            "replays every dead delivery)",
+    since, until = _time_range(body.get("since"), body.get("until"))
+    try:
+        req = ReplayRequest(
+            destination,
+            tuple(ids or ()),
+            since,
+            until,
+            group,
+            None if rate is None else float(rate),
+            dry_run,
         )
-    result = await admin(request).replay(
-        destination=None if destination == "*" else destination,
-        ids=tuple(ids or ()),
-        since=since,
-        until=until,
-        group=group,
-        dry_run=dry_run,
-        rate=None if rate is None else float(rate),
-        actor=actor,
-    )
-    return json_response(result)
+    except ReplayError as exc:
+        raise bad(exc.field, exc.message) from None
+    return json_response(await admin(request).replay(req, actor))
 
 
 def add_routes(app: web.Application) -> None:

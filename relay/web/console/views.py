@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import re
 import secrets
 import shlex
@@ -24,6 +25,7 @@ from ...admin import Admin
 from ...config import HttpDestination
 from ...config.reader import parse_duration
 from ...destinations.http import build_request
+from ...domain.replay import ReplayError, ReplayRequest
 from ...models import Claimed
 from ...store import AttemptFilter
 from ..common import RUNTIME
@@ -411,24 +413,17 @@ async def replay(request: web.Request) -> web.Response:
     try:
         rate = float(rate_raw) if rate_raw else None
     except ValueError:
-        rate = -1.0
-    if rate is not None and not rate > 0:
-        raise bad_request("rate: must be a number of events per second above 0")
+        rate = math.nan  # refused by the request, with the same words as everywhere
     dry_run = str(form.get("dry_run", "")) in ("1", "true", "on", "yes")
     back = safe_back(
         str(form.get("back", "")),
         f"/console/destinations/{quote(name)}" if name else "/console/dead",
     )
-    result = await admin(request).replay(
-        destination=name,
-        ids=ids,
-        since=since,
-        until=until,
-        group=group,
-        dry_run=dry_run,
-        rate=rate,
-        actor=request[ACTOR],
-    )
+    try:
+        req = ReplayRequest(name, ids, since, until, group, rate, dry_run)
+    except ReplayError as exc:
+        raise bad_request(str(exc)) from None
+    result = await admin(request).replay(req, request[ACTOR])
     if not dry_run:
         n = result["replayed"]
         paced = f" at {rate:g}/s" if rate else ""
