@@ -13,11 +13,12 @@ import gc
 import logging
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
 
-from .config import Config, ConfigError, PullDestination, load
+from .config import Config, ConfigError, PullDestination
 from .dispatch_log import DispatchLog
 from .notify import Heartbeat, Notifier, status_line
 from .periodic import leads
@@ -39,9 +40,11 @@ class StartupError(Exception):
 class Daemon:
     """One relay process: `start()`, then `run()` until a signal, then `stop()`."""
 
-    def __init__(self, config: Config, config_path: Path | None = None) -> None:
+    def __init__(self, config: Config, reload: Callable[[], Config] | None = None) -> None:
         self.config = config
-        self.config_path = config_path
+        # SIGHUP reads the config again through this (the file, with the command line's
+        # overrides); None: the config cannot change.
+        self._load = reload or (lambda: config)
         self.runtime: Runtime | None = None
         self.port: int | None = None  # the bound port (useful when listening on port 0)
         self._runner: web.AppRunner | None = None
@@ -160,9 +163,9 @@ class Daemon:
         assert runtime is not None
         runtime.log.reopen()
         try:
-            config = load(self.config_path)
+            config = self._load()
         except ConfigError as exc:
-            log.error("reload rejected, keeping the running config: %s", exc)
+            log.error("reload rejected, keeping the running config: %s", "; ".join(exc.problems))
             return
         old = runtime.config
         if (config.server, config.storage) != (old.server, old.storage):
@@ -188,8 +191,8 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self._hup.set)
 
 
-async def serve(config: Config, config_path: Path | None) -> None:
-    daemon = Daemon(config, config_path)
+async def serve(config: Config, reload: Callable[[], Config]) -> None:
+    daemon = Daemon(config, reload)
     await daemon.start()
     daemon.install_signal_handlers()
     try:

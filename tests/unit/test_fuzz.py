@@ -156,5 +156,7 @@ def test_config_load_either_works_or_names_the_file_and_key(tmp_path, config):
     try:
         load(path)
     except ConfigError as exc:
-        assert str(exc).startswith(f"{path}: ")
-        assert "\n" not in str(exc)
+        assert exc.problems
+        for problem in exc.problems:  # each names the file and is one line
+            assert problem.startswith(f"{path}: ")
+            assert "\n" not in problem
