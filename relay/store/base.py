@@ -9,6 +9,7 @@ so a claim that has expired and been re-claimed can never be finished twice.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Protocol
@@ -227,8 +228,18 @@ class Store(Protocol):
         deliveries: ingestion is idempotent, and the counters count what was stored.
         """
 
-    async def claim(self, destination: str, limit: int, lease_s: float) -> list[Claimed]:
-        """Lease up to `limit` due deliveries of `destination`, oldest due first."""
+    async def claim(
+        self,
+        destination: str,
+        limit: int,
+        lease_s: float,
+        event_types: Collection[str] | None = None,
+    ) -> list[Claimed]:
+        """Lease up to `limit` due deliveries of `destination`, oldest due first.
+
+        With `event_types`, only deliveries of events of those types (the SOAP pull's
+        `notificationTypes`); the others stay pending where they were.
+        """
 
     async def ack(self, claims: list[Claimed], attempt: Attempt | None = None) -> None:
         """Mark claimed deliveries delivered (those whose lease still matches).

@@ -363,7 +363,7 @@ def test_a_route_without_events_is_refused(tmp_path):
 
 def test_a_config_whose_routes_reach_no_destination_is_refused(tmp_path):
     message = error_for(tmp_path, LOOP + HOOK)
-    assert "routes: no [[routes]]: every event would be unrouted" in message
+    assert "routes: required: without [[routes]] every event would be unrouted" in message
     assert "routes = []" in message  # says how to mean it
 
 

@@ -157,6 +157,28 @@ def test_config_load_either_works_or_names_the_file_and_key(tmp_path, config):
         load(path)
     except ConfigError as exc:
         assert exc.problems
-        for problem in exc.problems:  # each names the file and is one line
+        for problem in exc.problems:  # each names the file and a key, one a line
             assert problem.startswith(f"{path}: ")
             assert "\n" not in problem
+            key, what = problem[len(f"{path}: ") :].split(": ", 1)
+            assert names_a_key(config, key, what), problem
+
+
+def names_a_key(config: dict, key: str, what: str) -> bool:
+    """`key` (`storage.retention`, `destinations.crm.type`, `routes[0].events`) leads through
+    the config's own tables to a key it has, or to one it lacks that the message says is
+    required."""
+    node: object = config
+    parts = key.replace("[", ".[").split(".")
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if part.startswith("["):
+            index = int(part.strip("[]"))
+            if not isinstance(node, list) or index >= len(node):
+                return False
+            node = node[index]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return last and isinstance(node, dict) and what.startswith("required")
+    return True
