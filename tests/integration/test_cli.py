@@ -19,6 +19,7 @@ from relay.store import SqliteStore
 from ..helpers import RunningRelay, base_toml, free_port, wait_for
 
 STATS_KEYS = {"pending", "leased", "dead", "delivered", "oldest_pending_s"}
+ROUTE_FEED = '[[routes]]\nevents = ["*"]\ndestinations = ["feed"]\n'
 
 
 async def cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> tuple[int, str, str]:
@@ -379,7 +380,9 @@ async def test_backup_while_running_has_the_same_events(make_relay, receiver, tm
 
 async def test_db_migrate_creates_and_reports_the_schema(tmp_path):
     config = tmp_path / "relay.toml"
-    config.write_text(base_toml(db="fresh.db") + '[destinations.feed]\ntype = "pull"\n')
+    config.write_text(
+        base_toml(db="fresh.db") + '[destinations.feed]\ntype = "pull"\n' + ROUTE_FEED
+    )
     code, out, err = await cli("db", "migrate", "-c", str(config))
     assert code == 0, err
     assert out.startswith("schema version ")
