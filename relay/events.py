@@ -60,6 +60,7 @@ def _has_type(value: object, kind: str) -> bool:
         return isinstance(value, bool)
     return isinstance(value, int | float) and not isinstance(value, bool)
 
+
 # Documented limits (README "Limits").
 MAX_ID = 128
 MAX_FIELDS = 100

@@ -180,7 +180,10 @@ def test_a_config_with_destinations_but_no_routes_is_refused(tmp_path):
     config.write_text(GOOD.split("[[routes]]")[0])
     result = run("check-config", "-c", str(config), cwd=tmp_path)
     assert result.returncode == 1
-    assert f"{config}: routes: required: without [[routes]] every event would be unrouted" in result.stderr
+    assert (
+        f"{config}: routes: required: without [[routes]] every event would be unrouted"
+        in result.stderr
+    )
     on_purpose = tmp_path / "quiet.toml"
     on_purpose.write_text("routes = []\n" + GOOD.split("[[routes]]")[0])
     result = run("check-config", "-c", str(on_purpose), cwd=tmp_path)
