@@ -385,7 +385,8 @@ async def test_emails_are_masked_unless_show_emails(make_relay, receiver, tmp_pa
     curl = html.unescape(element(page, "curl"))
     assert curl.startswith("curl -X POST " + receiver.url)
     assert "Content-Type: application/json" in curl and '"id":"m1"' in curl
-    assert "webhook-signature: <" in curl and "Authorization: <" in curl
+    assert "Authorization: <" in curl
+    assert "webhook-signature: <v1,signature made with signing_secret>" in curl  # the config key
     assert "hunter2" not in page and "whsec_" not in page
     for path in ("/console/", "/console/dead", "/console/tail", "/console/destinations/crm"):
         assert "jane.doe@example.com" not in (await console.get(path))[1], path

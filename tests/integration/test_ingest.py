@@ -440,3 +440,32 @@ async def test_garbage_headers_never_cause_a_500(relay):
             headers={"Authorization": auth, "Content-Type": "application/json"},
         ) as resp:
             assert resp.status == 401
+
+
+# --- query parameters --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "name"),
+    [
+        ("GET", "/v1/pull/inbox?maxx=5", "maxx"),
+        ("GET", "/v1/pull/inbox?max=5&lease=1", "lease"),
+        ("POST", "/v1/pull/inbox/ack?batch=1", "batch"),
+        ("POST", "/v1/events?dry_run=1", "dry_run"),
+        ("POST", "/v1/links?kind=click", "kind"),
+        ("POST", "/v1/rewrite?x=1", "x"),
+        ("GET", "/healthz?verbose", "verbose"),
+        ("GET", "/readyz?x=1", "x"),
+        ("GET", "/metrics?name=relay", "name"),
+        ("GET", "/v1/openapi.json?v=2", "v"),
+    ],
+)
+async def test_an_unknown_query_parameter_is_a_400_naming_it(relay, method, path, name):
+    await relay.post_events([bounce(i) for i in range(3)], token=TOKEN)
+    async with relay.http.request(method, relay.url + path, headers=AUTH, json={}) as resp:
+        assert resp.status == 400
+        body = await resp.json()
+    assert body["field"] == name
+    assert body["error"].startswith(f"{name}: unknown query parameter (allowed: ")
+    leased = await lease(relay)  # nothing was leased by the refused request
+    assert len(leased["events"]) == 3
