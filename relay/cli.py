@@ -241,6 +241,13 @@ async def _admin(store: SqliteStore, config: Config, log: DispatchLog | None = N
 
     from .admin import Admin
 
+    async def recover(names: list[str]) -> None:
+        """A replay from the command line: ask the running daemon to send now (an open
+        circuit probes at once), through the flush requests it reads every second."""
+        for name in names:  # only webhooks have a circuit to probe
+            if isinstance(config.destinations.get(name), HttpDestination):
+                await store.request_flush(name)
+
     runtime = SimpleNamespace(
         store=store,
         config=config,
@@ -248,6 +255,7 @@ async def _admin(store: SqliteStore, config: Config, log: DispatchLog | None = N
         dispatchers={},
         pull_activity={},
         wake=lambda names: None,
+        recover=recover,
         log=log,
     )
     return Admin(runtime)
