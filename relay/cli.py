@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 
 from . import __version__, tail
-from .config import Config, ConfigError, HttpDestination, find_config, load
+from .config import Config, ConfigError, HttpDestination, find_config, load, node_name
 from .confread import parse_duration, parse_listen
 from .dispatch_log import DispatchLog
 from .store import DestinationStats, SqliteStore, StorageUnavailable, make_store
@@ -220,8 +220,13 @@ def cmd_stats(args: argparse.Namespace, config: Config) -> int:
         for name in config.destinations:
             stats.destinations.setdefault(name, DestinationStats())
         if args.json:
-            print(orjson.dumps(stats.as_dict()).decode())
+            out = stats.as_dict()
+            if config.storage.backend == "postgres":
+                out["node"] = node_name(config)
+            print(orjson.dumps(out).decode())
             return 0
+        if config.storage.backend == "postgres":  # which node `relay serve` here runs as
+            print(f"node: {node_name(config)}")
         print(f"events: {stats.events}  unrouted: {stats.unrouted}")
         print(
             f"{'destination':<20}{'pending':>10}{'leased':>10}{'dead':>10}{'delivered':>12}  oldest pending"

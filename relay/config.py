@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import os
+import socket
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from .config_email_ftp import (
 from .confread import ConfigError, Table, is_loopback, parse_listen
 from .events import EVENT_TYPES, event_type_for
 
-__all__ = ["Config", "ConfigError", "find_config", "load"]
+__all__ = ["Config", "ConfigError", "find_config", "load", "node_name"]
 
 SEARCH_PATH = ("relay.toml", "/etc/relay/relay.toml")
 DESTINATION_TYPES = ("http", "email", "ftp", "sftp", "pull")
@@ -159,6 +160,17 @@ class Config:
         default_factory=lambda: {"default": PullDestination("default")}
     )
     routes: tuple[Route, ...] = (Route(EVENT_TYPES, ("default",)),)
+
+
+def node_name(config: Config) -> str:
+    """This node's name among several sharing a PostgreSQL queue: `$RELAY_NODE`, else the
+    host name and listen port, so two nodes on one host differ without configuration (each
+    frees only its own claims at start) and a restarted node is the same node again. On
+    port 0 (tests), the process id stands in for the port."""
+    if name := os.environ.get("RELAY_NODE"):
+        return name
+    port = config.server.port or f"pid{os.getpid()}"
+    return f"{socket.gethostname()}:{port}"
 
 
 def find_config(explicit: str | None) -> Path | None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .config import Config, ConfigError, PullDestination
+from .config import Config, ConfigError, PullDestination, node_name
 from .dispatch_log import DispatchLog
 from .notify import Heartbeat, Notifier, status_line
 from .periodic import leads
@@ -55,7 +55,7 @@ class Daemon:
 
     async def start(self) -> None:
         config = self.config
-        store = make_store(config.storage)
+        store = make_store(config.storage, node_name(config))
         try:
             await store.open()
         except (StorageUnavailable, OSError) as exc:
@@ -91,11 +91,12 @@ class Daemon:
         gc.freeze()
         gc.set_threshold(20_000, 50, 100)
         log.info(
-            "started listen=%s:%d db=%s destinations=%d",
+            "started listen=%s:%d db=%s destinations=%d%s",
             config.server.host,
             self.port,
             config.storage.path if config.storage.backend == "sqlite" else "postgres",
             len(config.destinations),
+            f" node={node}" if node else "",
         )
         self.notify.ready("started")  # store, web and dispatchers are all up
         self._heartbeat.start()
