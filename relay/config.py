@@ -227,6 +227,13 @@ def _parse(top: Table, base_dir: Path) -> Config:
     log.done()
     if not top.has("destinations") and not top.has("routes"):  # the embedded pair
         destinations, routes = Config().destinations, Config().routes
+        if not server.loopback:  # its pull API would be open to the network
+            top.problem(
+                "required: the embedded pull destination `default` has no tokens, and"
+                f" server.listen is not loopback ({server.host}); define [destinations.default]"
+                ' with type = "pull" and tokens, and [[routes]]',
+                "destinations",
+            )
     else:
         dests_table = top.table("destinations")
         destinations = {}

@@ -269,7 +269,9 @@ def test_non_loopback_listen_with_ingest_tokens_is_accepted(tmp_path):
     cfg = load_text(
         tmp_path,
         '[server]\nlisten = "0.0.0.0:8080"\npublic_url = "https://relay.example.com"\n'
-        '[ingest]\ntokens = ["s3cret"]\n',
+        '[ingest]\ntokens = ["s3cret"]\n'
+        '[destinations.feed]\ntype = "pull"\ntokens = ["pull"]\n'
+        '[[routes]]\nevents = ["*"]\ndestinations = ["feed"]\n',
     )
     assert not cfg.server.loopback
     assert cfg.server.port == 8080
@@ -378,6 +380,13 @@ def test_a_config_of_only_a_listen_address_keeps_the_embedded_destination_and_ro
     assert cfg.server.port == 18081
     assert cfg.destinations == {"default": PullDestination("default")}
     assert cfg.routes == load(None).routes
+
+
+def test_the_embedded_destination_is_never_open_beyond_loopback(tmp_path):
+    message = error_for(tmp_path, '[server]\nlisten = "0.0.0.0:8080"\n[ingest]\ntokens = ["t"]\n')
+    assert (
+        "destinations: required: the embedded pull destination `default` has no tokens" in message
+    )
 
 
 def test_every_problem_is_reported_at_once_with_its_key_path(tmp_path):
