@@ -51,6 +51,7 @@ class Hit:
     headers: dict[str, str]
     body: bytes
     at: float
+    peer: str = ""  # the client's address (source_address)
 
 
 @dataclass
@@ -98,6 +99,7 @@ class Receiver:
                 dict(request.headers),
                 body,
                 time.time(),
+                request.remote or "",
             )
         )
         if self.delay_s:
