@@ -63,7 +63,7 @@ def check_bearer(request: web.Request, tokens: Iterable[str]) -> None:
         raise JsonError(401, "invalid bearer token", {"WWW-Authenticate": "Bearer"})
 
 
-# The query parameters each JSON route takes; any other is a 400 naming it (a typo such as
+# The query parameters each route takes; any other is a 400 naming it (a typo such as
 # `?maxx=5` would otherwise be ignored and the default used). The admin API checks its own;
 # the tracking routes a recipient's browser opens (/o, /c, /u, /s) take what comes, because
 # a mail client or gateway may append parameters and a click must never break.
@@ -79,7 +79,16 @@ QUERY_PARAMS: dict[tuple[str, str], tuple[str, ...]] = {
     ("GET", "/v1/openapi.json"): (),
     ("GET", "/soap/pull"): ("wsdl",),
     ("POST", "/soap/pull"): (),
-}
+    # The console's pages: their filter forms' fields, and `flash` after a POST → 303.
+    ("GET", "/console/"): ("flash",),
+    ("GET", "/console/destinations/{name}"): (
+        "flash", "outcome", "event_type", "since", "until", "before",
+    ),
+    ("GET", "/console/events/{id}"): ("flash",),
+    ("GET", "/console/dead"): ("flash", "destination", "after"),
+    ("GET", "/console/tail"): ("flash", "destination", "event_type", "outcome"),
+    ("GET", "/console/tail/stream"): ("destination", "event_type", "outcome", "after"),
+}  # fmt: skip
 
 
 @web.middleware

@@ -629,3 +629,22 @@ async def test_serve_listen_and_db_flags_run_the_embedded_defaults_there(tmp_pat
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
+
+
+async def test_serve_refuses_a_config_whose_routes_reach_no_destination(tmp_path):
+    config = tmp_path / "relay.toml"
+    config.write_text(base_toml() + hook("crm", "http://127.0.0.1:9/hook"))
+    env = {k: v for k, v in os.environ.items() if k != "RELAY_CONFIG"}
+    result = subprocess.run(
+        [sys.executable, "-m", "relay", "serve", "-c", str(config)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert f"relay: {config}: routes: required: without [[routes]] every event would be" in (
+        result.stderr
+    )
+    assert not (tmp_path / "relay.db").exists()  # refused before anything started
