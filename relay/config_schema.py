@@ -221,6 +221,14 @@ SECTIONS: tuple[Section, ...] = (
                 "the most events in one request; over it: 413",
                 "1000",
             ),
+            Key(
+                "max_queued",
+                "integer ≥ 1",
+                "200000",
+                "events waiting for the writer beyond which `/v1/events` answers 503 with"
+                " `Retry-After: 1` (the writer is behind or storage stalls)",
+                "500000",
+            ),
         ),
     ),
     Section(
@@ -725,9 +733,13 @@ relay reads one TOML file at start and again on SIGHUP. It is found at `-c PATH`
 `$RELAY_CONFIG`, else `./relay.toml`, else `/etc/relay/relay.toml`; with none of them relay
 runs on its **embedded defaults**: it listens on `127.0.0.1:8080`, keeps its queue in
 `relay.db`, needs no token on loopback, and routes every event to one pull destination named
-`default`. A config file replaces those defaults: name your destinations and routes in it.
+`default`. A file that leaves out both `[destinations]` and `[[routes]]` keeps that `default`
+destination and its route, so `[server]` alone only moves the port. A file with destinations
+but no `[[routes]]` is refused (every event would be stored and delivered nowhere) unless it
+says `routes = []` on purpose.
 
-`relay check-config` validates a file and prints the destinations and routes it would run.
+`relay check-config` validates a file and prints the destinations and routes it would run;
+it and `relay serve` report every problem at once, one line each.
 Every error names the file and the dotted key
 (`relay.toml: destinations.crm.url: must be an http(s) URL, got 'ftp://x'`). Unknown keys are
 errors, so a typo never silently falls back to a default.

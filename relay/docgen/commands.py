@@ -34,11 +34,14 @@ def render_cli() -> str:
 _CLI_INTRO = """\
 `relay COMMAND [options]`. Every command takes `-c PATH` (before or after the command); without
 it the config is `$RELAY_CONFIG`, else `./relay.toml`, else `/etc/relay/relay.toml`, else the
-embedded defaults. Commands that read or change the queue work on the database directly and are
+embedded defaults. `--db PATH` overrides `storage.path` and, for `serve` and `check-config`,
+`--listen HOST:PORT` overrides `server.listen` (both also on SIGHUP). Commands that read or change the queue work on the database directly and are
 safe while the daemon runs; `pause`, `resume`, `dead replay` and `flush` take effect in the
 running daemon within about a second.
 
-Exit status: 0 ok, 1 failed (one line on stderr), 2 bad usage.
+Exit status: 0 ok, 1 failed (one line on stderr; `check-config` and `serve` report every
+problem of a config at once, one line each with its key path), 2 bad usage. `relay tail -f`
+follows the log across logrotate, by rename and reload or by `copytruncate`.
 
 Times (`--since`, `--until`) are epoch seconds, ISO 8601 (UTC unless it says), or an age such
 as `2h`, matched against when relay received the event. Durations are `30s`, `5m`, `2h`, `1d`.

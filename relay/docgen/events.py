@@ -104,6 +104,6 @@ every problem, with the item's position in the batch (`0` for a single object):
 | fields per event | 100; names ≤ 64 characters | 400 |
 | string values | 8,192 characters | 400 |
 | `headers` | 50 entries | 400 |
-| events waiting for the writer | 200,000 | 503 with `Retry-After` |
+| events waiting for the writer | 200,000 ([`ingest.max_queued`](configuration.md#ingest)) | 503 with `Retry-After` |
 
 """

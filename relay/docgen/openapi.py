@@ -23,6 +23,16 @@ repository, also served by relay at `GET /v1/openapi.json`; this page is rendere
   `ingest.tokens`, each pull destination its own `tokens`, the admin API `console.tokens`
   (also as the password of HTTP Basic). Without tokens relay serves these routes only on a
   loopback listener.
+- **Query parameters are exact**: a route answers 400 naming any parameter it does not take
+  (`{"error": "maxx: unknown query parameter (allowed: max)", "field": "maxx"}`), so a typo is
+  never silently ignored. The recipient-facing tracking routes (`/o`, `/c`, `/u`, `/s`) are the
+  exception: a mail client or a security gateway may append parameters, and a click must not
+  break. Every field of an event has one JSON type: `email`, `listid`, `sendid` and the other
+  known text fields are strings (`"email": 42` is a 400 `must be a string`).
+- **The SOAP pull** (`GET /soap/pull?wsdl`, `POST /soap/pull`) is the same pull in the Pure360
+  platform's SOAP 1.1 dialect (`handleRequest`: `login`, `getBatch`, `markRead`, `logout`),
+  with XML answers and Faults; it is described in
+  [Migrate from Pure360](../how-to/migrate-from-pure360.md#the-soap-pull), not in this document.
 - What the tracking routes do for a person and a scanner is in [tracking URLs](tracking.md);
   the admin API's actions with examples in [admin API](admin-api.md).
 

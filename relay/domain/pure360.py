@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable
+from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from ..events import VOCABULARY
@@ -102,6 +103,8 @@ _NOT_CUSTOM = frozenset({"event_type"})
 
 def _text(field: str, value: object) -> str:
     """A value as the form writes it: dates as whole Unix seconds, booleans as true/false."""
+    if isinstance(value, str):
+        return value
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -120,27 +123,55 @@ def _values(field: str, value: object) -> list[str]:
     return [v.strip() for v in str(value).split(",") if v.strip()]
 
 
-def form_pairs(event: dict) -> list[tuple[str, str]]:
-    """The event as the platform's form: `type`, its trigger's fields, then custom fields."""
-    trigger = TRIGGER_OF.get(str(event.get("event_type")), str(event.get("event_type")).upper())
-    pairs = [("type", trigger)]
-    used = set(_NOT_CUSTOM)
-    for name, source in FIELDS.get(trigger, _RECIPIENT):
-        if source.startswith("="):
-            pairs.append((name, source[1:]))
-            continue
-        used.add(source)
-        if name.endswith("[]"):
-            pairs.extend((name, v) for v in _values(source, event.get(source)))
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A trigger's fields worked out once: (name, relay field or constant, is a constant)."""
+
+    fields: tuple[tuple[str, str, bool], ...]
+    used: frozenset[str]  # relay fields the form names; the rest are custom fields
+
+
+def _plan(fields: tuple[Field, ...]) -> _Plan:
+    plan = tuple((n, s[1:], True) if s.startswith("=") else (n, s, False) for n, s in fields)
+    used = {source for _, source, constant in plan if not constant}
+    return _Plan(plan, frozenset(used | _NOT_CUSTOM))
+
+
+_PLANS = {trigger: _plan(fields) for trigger, fields in FIELDS.items()}
+_FALLBACK = _plan(_RECIPIENT)
+
+
+def _items(event: dict) -> list[tuple[str, str | list[str]]]:
+    """`type`, the trigger's fields, then custom fields; a `[]` field's value is a list."""
+    etype = str(event.get("event_type"))
+    trigger = TRIGGER_OF.get(etype, etype.upper())
+    plan = _PLANS.get(trigger, _FALLBACK)
+    items: list[tuple[str, str | list[str]]] = [("type", trigger)]
+    for name, source, constant in plan.fields:
+        if constant:
+            items.append((name, source))
+        elif name.endswith("[]"):
+            items.append((name, _values(source, event.get(source))))
         else:
-            pairs.append((name, _text(source, event.get(source))))
+            items.append((name, _text(source, event.get(source))))
     for key, value in event.items():
-        if key in used:
+        if key in plan.used:
             continue
         if key == "headers" and isinstance(value, dict):
-            pairs.extend((f"headers.{k}", _text(k, v)) for k, v in value.items())
+            items.extend((f"headers.{k}", _text(k, v)) for k, v in value.items())
         else:
-            pairs.append((key, _text(key, value)))
+            items.append((key, _text(key, value)))
+    return items
+
+
+def form_pairs(event: dict) -> list[tuple[str, str]]:
+    """The event as the platform's form: one pair per value, `name[]` once per list item."""
+    pairs: list[tuple[str, str]] = []
+    for name, value in _items(event):
+        if isinstance(value, list):
+            pairs.extend((name, v) for v in value)
+        else:
+            pairs.append((name, value))
     return pairs
 
 
@@ -149,16 +180,14 @@ def form_body(event: dict) -> str:
     return urlencode(form_pairs(event), safe="[]/")
 
 
-def _row(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """Pairs as one CSV row: a list's values joined by `|` under its name without `[]`."""
-    row: dict[str, str] = {}
-    for name, value in pairs:
-        if name.endswith("[]"):
-            key = name[:-2]
-            row[key] = f"{row[key]}|{value}" if row.get(key) else value
-        else:
-            row[name] = value
-    return row
+def _row(event: dict) -> dict[str, str]:
+    """The event as one CSV row: a list's values joined by `|` under its name without `[]`."""
+    return {
+        (name[:-2] if isinstance(value, list) else name): (
+            "|".join(value) if isinstance(value, list) else value
+        )
+        for name, value in _items(event)
+    }
 
 
 def _line(values: Iterable[str]) -> str:
@@ -174,7 +203,7 @@ def csv_batch(events: Iterable[dict]) -> tuple[dict[str, str], bytes]:
     picks the header by the first cell. A trigger's header has its documented fields, then
     every custom field any of its events in this batch has (empty where one lacks it).
     """
-    rows = [_row(form_pairs(event)) for event in events]
+    rows = [_row(event) for event in events]
     columns: dict[str, dict[str, None]] = {}
     for row in rows:
         columns.setdefault(row["type"], {}).update(dict.fromkeys(row))

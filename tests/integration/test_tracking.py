@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from html import unescape as html_unescape
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import quote
@@ -604,6 +605,36 @@ async def test_rewritten_message_read_in_a_browser_produces_open_click_and_unsub
     assert await stored(relay) == 3
 
 
+OUTLOOK_BUTTON = """\
+<html><body><div><!--[if mso]>
+  <v:roundrect xmlns:v="urn:schemas-microsoft-com:vml" xmlns:w="urn:schemas-microsoft-com:office:word" href="{LANDING}/sale?from=outlook&amp;x=1" style="height:40px;v-text-anchor:middle;width:200px;" arcsize="10%" strokecolor="#1e3650" fill="t">
+    <v:fill type="tile" src="https://i.imgur.com/0xPEf.gif" color="#556270" />
+    <w:anchorlock/>
+    <center style="color:#ffffff;font-family:sans-serif;font-size:13px;font-weight:bold;">Show me the button!</center>
+  </v:roundrect>
+<![endif]--><a href="{LANDING}/sale?from=web" style="mso-hide:all;">Show me the button!</a></div></body></html>
+"""
+
+
+async def test_a_click_on_an_outlook_vml_button_is_recorded(start, receiver):
+    relay = await start()
+    landing = receiver.url.rsplit("/", 1)[0] + "/landing"
+    original = OUTLOOK_BUTTON.replace("{LANDING}", landing)
+    async with relay.http.post(f"{relay.url}/v1/rewrite", json={"html": original, **MSG}) as r:
+        assert r.status == 200, await r.text()
+        html = (await r.json())["html"]
+    start_at, end_at = html.index("<!--[if mso]>"), html.index("<![endif]-->")
+    vml = html[start_at:end_at]
+    href = html_unescape(re.search(r'<v:roundrect [^>]*href="([^"]+)"', vml).group(1))
+    assert href.startswith(f"{relay.url}/c/")
+    async with aiohttp.ClientSession(headers=BROWSER) as outlook, outlook.get(href) as r:
+        assert r.history[0].status == 302
+        assert r.history[0].headers["Location"] == f"{landing}/sale?from=outlook&x=1"
+    [event] = await arrived(receiver, event_type="engine_click")
+    assert event["click_url"] == f"{landing}/sale?from=outlook&x=1"
+    assert {k: event[k] for k in MSG} == MSG
+
+
 async def test_rewrite_needs_html_and_email_and_the_ingest_token(start):
     relay = await start(extra=f'[ingest]\ntokens = ["{INGEST}"]\n')
     body = {"html": "<p>hi</p>", **MSG}
@@ -832,20 +863,23 @@ async def fuzz_relay(start):
 )
 async def test_tracking_routes_never_answer_500(fuzz_relay, base, cut, suffix, noise, body, ctype):
     relay = fuzz_relay
+    made = ""
     if base:
         signer = Signer([SECRET], relay.url)
-        made = signer.url(base, email="f@example.com", url="https://example.com/f", listid="1")
-        token = made.rsplit("/", 1)[1].removesuffix(".gif")[:cut] + suffix
+        url = signer.url(base, email="f@example.com", url="https://example.com/f", listid="1")
+        made = url.rsplit("/", 1)[1].removesuffix(".gif")
+        token = made[:cut] + suffix
     else:
         token = noise
+    valid = bool(made) and token == made  # cut at or past the end, nothing appended
     quoted = quote(token, safe="") or "x"
-    for method, path in [
-        ("GET", f"/o/{quoted}.gif"),
-        ("GET", f"/c/{quoted}"),
-        ("HEAD", f"/c/{quoted}"),
-        ("GET", f"/u/{quoted}"),
-        ("POST", f"/u/{quoted}"),
-        ("POST", f"/s/{quoted}"),
+    for method, path, kind in [
+        ("GET", f"/o/{quoted}.gif", "open"),
+        ("GET", f"/c/{quoted}", "click"),
+        ("HEAD", f"/c/{quoted}", "click"),
+        ("GET", f"/u/{quoted}", "unsub"),
+        ("POST", f"/u/{quoted}", "unsub"),
+        ("POST", f"/s/{quoted}", "signup"),
     ]:
         url = yarl.URL(relay.url + path, encoded=True)
         async with relay.http.request(
@@ -855,9 +889,22 @@ async def test_tracking_routes_never_answer_500(fuzz_relay, base, cut, suffix, n
             headers={"Content-Type": ctype} if method == "POST" else None,
             allow_redirects=False,
         ) as r:
-            await r.read()
-            assert r.status < 500, (method, path, r.status)
-            if path.startswith("/o/") and r.status != 404:
-                assert r.status == 200 and r.headers["Content-Type"] == "image/gif"
-            if r.status in (301, 302, 303, 307, 308):
-                assert r.headers["Location"].startswith(("https://example.com/", "/"))
+            got = await r.read()
+            where = (method, path, r.status, valid)
+            if kind == "open":  # the pixel answers the GIF to every token, valid or not
+                assert (r.status, r.headers["Content-Type"]) == (200, "image/gif"), where
+                assert len(got) == 43, where
+            elif not (valid and base == kind):  # tampered, cut, extended or another kind's
+                assert r.status == 404, where
+            elif kind == "click":
+                assert r.status == 302, where
+                assert r.headers["Location"] == "https://example.com/f", where
+            elif method == "GET":  # the unsubscribe page, which changes nothing
+                assert r.status == 200, where
+            elif r.status == 400:  # a body that is not a form, or no plausible email
+                assert got == b'{"error":"bad request"}' or b"does not look right" in got, where
+            elif kind == "unsub" and r.status == 200:  # RFC 8058 one-click
+                assert got == b"unsubscribed", where
+            else:  # confirmed: on to the signed landing page, or past a filled honeypot
+                assert r.status == 303, where
+                assert r.headers["Location"] == "https://example.com/f", where
