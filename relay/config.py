@@ -29,6 +29,7 @@ from .events import EVENT_TYPES, event_type_for
 
 __all__ = ["Config", "ConfigError", "find_config", "load"]
 
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 SEARCH_PATH = ("relay.toml", "/etc/relay/relay.toml")
 DESTINATION_TYPES = ("http", "email", "ftp", "sftp", "pull")
 MAX_PULL_BATCH = 10_000
@@ -101,6 +102,13 @@ class ServerConfig:
     port: int = 8080
     public_url: str = "http://127.0.0.1:8080"
     trusted_proxies: tuple[str, ...] = ()
+    # Host header names the console, admin API and tokenless routes answer (relay.guard)
+    allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
+    public_hosts: tuple[str, ...] = ("127.0.0.1",)  # tracking links' hosts (public_url's)
+    head_timeout_s: float = 10.0  # a whole request head within this, or the socket closes
+    body_timeout_s: float = 60.0  # a whole request body within this
+    idle_timeout_s: float = 75.0  # an idle keep-alive connection closes after this
+    max_connections: int = 1000  # beyond this, new connections get 503 (but /healthz)
 
     @property
     def loopback(self) -> bool:
@@ -218,8 +226,55 @@ def _server(t: Table) -> ServerConfig:
             raise t.error(
                 f"{proxy!r} is not an IP address or network", f"trusted_proxies[{i}]"
             ) from None
+    default_hosts = tuple(dict.fromkeys((_bracketed(host), *LOOPBACK_HOSTS)))
+    cfg = ServerConfig(
+        host,
+        port,
+        public_url,
+        proxies,
+        allowed_hosts=_hosts(t, "allowed_hosts", default_hosts),
+        public_hosts=_hosts(t, "public_hosts", (_bracketed(urlsplit(public_url).hostname),)),
+        head_timeout_s=_positive(t, "head_timeout", "10s"),
+        body_timeout_s=_positive(t, "body_timeout", "60s"),
+        idle_timeout_s=_positive(t, "idle_timeout", "75s"),
+        max_connections=t.int("max_connections", 1000, low=1, high=1_000_000),
+    )
     t.done()
-    return ServerConfig(host, port, public_url, proxies)
+    return cfg
+
+
+def _bracketed(host: str | None) -> str:
+    """A host as a Host header carries it: an IPv6 address in brackets, lowercased."""
+    host = (host or "").lower()
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _hosts(t: Table, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """Host names without a port (any port matches); `"*"` means any host."""
+    if not t.has(key):
+        return default
+    hosts = []
+    for i, raw in enumerate(t.str_list(key)):
+        host = raw.strip().lower().rstrip(".")
+        if host != "*" and (
+            not host
+            or host.startswith("[") != host.endswith("]")
+            or (":" in host and not host.startswith("["))
+            or any(c in host for c in "/@?# ")
+        ):
+            raise t.error(
+                f"{raw!r} is not a host name without a port (e.g. relay.example.com, [::1])",
+                f"{key}[{i}]",
+            )
+        hosts.append(_bracketed(host.strip("[]")) if host.startswith("[") else host)
+    return tuple(hosts)
+
+
+def _positive(t: Table, key: str, default: str) -> float:
+    value = t.duration(key, default)
+    if value <= 0:
+        raise t.error("must be more than 0", key)
+    return value
 
 
 def _storage(t: Table, base_dir: Path) -> StorageConfig:

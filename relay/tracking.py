@@ -131,9 +131,17 @@ def _message_fields(fields: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in fields.items() if k != "url"}
 
 
+# A form, or no declared body at all (aiohttp reads an absent type as octet-stream).
+FORM_TYPES = frozenset(
+    {"application/x-www-form-urlencoded", "multipart/form-data", "application/octet-stream"}
+)
+
+
 async def _form(request: web.Request):
-    """The posted form; a body that is not one (bad bytes, a multipart without its
-    boundary) is a 400, never a 500."""
+    """The posted form; a body that is not one (JSON, bad bytes, a multipart without its
+    boundary) is a 400, never a 500 — and never read as an empty form that records."""
+    if request.content_type not in FORM_TYPES:
+        raise web.HTTPBadRequest(text=f"expected a form post, not {request.content_type[:100]}")
     try:
         return await request.post()
     except web.HTTPException:
