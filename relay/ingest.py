@@ -66,7 +66,10 @@ async def post_events(request: web.Request) -> web.Response:
         for e, item in zip(events, items, strict=True)
     ]
     try:
-        await runtime.commit(batch, "api")
+        stored = await runtime.commit(batch, "api")
     except StorageUnavailable as exc:
         raise JsonError(503, f"storage unavailable: {exc}", RETRY_AFTER) from None
-    return json_response({"accepted": len(batch), "ids": [e.id for e in batch]}, status=202)
+    # `accepted` counts the events this request stored; an id stored before (or twice in
+    # this request) is a duplicate, stored once. `ids` follows the request's order.
+    body = {"accepted": stored, "duplicates": len(batch) - stored, "ids": [e.id for e in batch]}
+    return json_response(body, status=202)

@@ -51,10 +51,16 @@ class Metrics:
             ["event_type", "source"],
             registry=r,
         )
+        self.duplicate_events = Counter(
+            "relay_events_duplicate",
+            "Events not stored again because their id was already stored, by source.",
+            ["source"],
+            registry=r,
+        )
         self.deliveries = Counter(
             "relay_deliveries",
-            "Deliveries by destination and dispatch-log outcome"
-            " (delivered, retry, dead, leased, acked).",
+            "Deliveries by destination and outcome (delivered, retry, dead, leased);"
+            " a pull client's ack counts as delivered.",
             ["destination", "outcome"],
             registry=r,
         )
@@ -124,6 +130,8 @@ class Metrics:
         dispatch_log.on_write = self.logged
 
     def ingested(self, batch: list[NewEvent], source: str) -> None:
+        if not batch:
+            return
         if len(batch) == 1:
             key = (self.events, (batch[0].event_type, source))
             self._pending[key] = self._pending.get(key, 0) + 1
@@ -131,12 +139,16 @@ class Metrics:
         for etype, n in Tally(e.event_type for e in batch).items():
             self._inc(self.events, (etype, source), n)
 
+    def duplicates(self, n: int, source: str) -> None:
+        self._inc(self.duplicate_events, (source,), n)
+
     def logged(self, lines: list[dict]) -> None:
         """Every destination type writes one dispatch-log line per attempt (or per batch)."""
         for line in lines:
-            self._inc(
-                self.deliveries, (line["destination"], line["outcome"]), line.get("count") or 1
-            )
+            outcome = line["outcome"]
+            if outcome == "acked":  # a pull delivery is delivered when its client acks it
+                outcome = "delivered"
+            self._inc(self.deliveries, (line["destination"], outcome), line.get("count") or 1)
 
     def delivered(self, destination: str, claims: list[Claimed], now: float) -> None:
         # Observed at scrape time too (`flush`); a long gap between scrapes flushes early.

@@ -96,6 +96,7 @@ async def ack(request: web.Request) -> web.Response:
             404, "unknown batch_id, or already acked, or its lease expired and it was leased again"
         )
     runtime.log.write([batch_line(dest.name, "acked", ids)])
+    runtime.acked(dest.name, len(ids))
     activity = runtime.pull_activity.setdefault(dest.name, Activity())
     last_pull = activity.last_sent  # an ack is not a pull: keep "last pull" as it was
     activity.record(True, len(ids), None, None, f"acked {len(ids)} events (batch {batch_id})")

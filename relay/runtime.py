@@ -70,7 +70,9 @@ class Runtime:
         self.pull_activity: dict[str, Activity] = {}  # pull destinations' leases and acks
         self.spool: Spool | None = None  # tracking events kept while PostgreSQL is away
         self.paused: dict[str, float | None] = {}
-        self.ingested: Counter[str] = Counter()  # by source
+        self.ingested: Counter[str] = Counter()  # events stored, by source
+        self.duplicates: Counter[str] = Counter()  # events not stored again (id known), by source
+        self.pull_acked: Counter[str] = Counter()  # pull deliveries acked, by destination
         self.signer = Signer(tracking_secrets(config), config.server.public_url)
         self.bots = BotDetector(memory_s=config.tracking.bot_memory_s)
         self.started_at = time.time()
@@ -97,12 +99,28 @@ class Runtime:
             key,
         )
 
-    async def commit(self, batch: list[NewEvent], source: str) -> None:
-        """Store events (returns once committed), count them, wake their dispatchers."""
-        await self.store.append(batch)
-        self.ingested[source] += len(batch)
-        self.metrics.ingested(batch, source)
-        self.wake({name for e in batch for name, _ in e.deliveries})
+    async def commit(self, batch: list[NewEvent], source: str) -> int:
+        """Store events (returns once committed), count them, wake their dispatchers.
+
+        Returns how many were stored; the rest carried an id already stored and count as
+        duplicates, so `ingested` agrees with the store.
+        """
+        stored = await self.store.append(batch)
+        return self._count(batch, stored, source)
+
+    def _count(self, batch: list[NewEvent], stored: list[bool], source: str) -> int:
+        new = batch if all(stored) else [e for e, s in zip(batch, stored, strict=True) if s]
+        self.ingested[source] += len(new)
+        self.metrics.ingested(new, source)
+        if duplicates := len(batch) - len(new):
+            self.duplicates[source] += duplicates
+            self.metrics.duplicates(duplicates, source)
+        self.wake({name for e in new for name, _ in e.deliveries})
+        return len(new)
+
+    def acked(self, destination: str, n: int) -> None:
+        """A pull client acked `n` deliveries: they count as delivered, like a push's 2xx."""
+        self.pull_acked[destination] += n
 
     async def spool_events(self, batch: list[NewEvent]) -> bool:
         """Keep tracking events in the local spool while the shared database is away
@@ -124,8 +142,7 @@ class Runtime:
             return
 
         async def append(events: list[NewEvent]) -> None:
-            await self.store.append(events)
-            self.wake({name for e in events for name, _ in e.deliveries})
+            self._count(events, await self.store.append(events), "spool")
 
         try:
             moved = await self.spool.drain(append)
@@ -214,7 +231,8 @@ class Runtime:
             counts.update(d.counts)
         return {
             "ingested": sum(self.ingested.values()),
-            "delivered": counts["delivered"],
+            "duplicates": sum(self.duplicates.values()),
+            "delivered": counts["delivered"] + sum(self.pull_acked.values()),
             "retried": counts["retry"],
             "dead": counts["dead"],
         }

@@ -219,11 +219,12 @@ class Store(Protocol):
     async def close(self) -> None:
         """Finish the group commit in progress, then close."""
 
-    async def append(self, events: list[NewEvent]) -> int:
-        """Commit events and their pending deliveries; return how many were new.
+    async def append(self, events: list[NewEvent]) -> list[bool]:
+        """Commit events and their pending deliveries; say for each whether it was stored.
 
         Returns only after the commit (the caller's 2xx depends on it). An event whose `id`
-        is already stored is skipped with its deliveries: ingestion is idempotent.
+        is already stored (before, or earlier in the same call) is skipped with its
+        deliveries: ingestion is idempotent, and the counters count what was stored.
         """
 
     async def claim(self, destination: str, limit: int, lease_s: float) -> list[Claimed]:

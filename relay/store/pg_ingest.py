@@ -41,7 +41,7 @@ class PostgresIngest:
     def _conn(self) -> AbstractAsyncContextManager[asyncpg.Connection]:
         raise NotImplementedError
 
-    async def append(self, events: list[NewEvent]) -> int:
+    async def append(self, events: list[NewEvent]) -> list[bool]:
         if self._closing or self._writer is None:
             raise StorageUnavailable("store is closed")
         future = asyncio.get_running_loop().create_future()
@@ -80,7 +80,7 @@ class PostgresIngest:
         if self.on_commit is not None:
             self.on_commit(len(group), len(events), time.monotonic() - started)
         for batch, future in group:
-            new = sum(1 for e in batch if stored.pop(e.id, False))
+            new = [stored.pop(e.id, False) for e in batch]  # an id twice: only the first
             if not future.done():
                 future.set_result(new)
 

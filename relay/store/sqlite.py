@@ -227,7 +227,7 @@ class SqliteStore(SqliteReads):
         start = 0
         for events, future in group.appends:
             if not future.done():
-                future.set_result(sum(stored[start : start + len(events)]))
+                future.set_result(stored[start : start + len(events)])
             start += len(events)
         for (_, future), result in zip(group.jobs, results[1:], strict=True):
             if not future.done():
@@ -331,7 +331,7 @@ class SqliteStore(SqliteReads):
 
     # -- the queue verbs -------------------------------------------------------------------
 
-    async def append(self, events: list[NewEvent]) -> int:
+    async def append(self, events: list[NewEvent]) -> list[bool]:
         if self._closing or self._writer is None:
             raise StorageUnavailable("store is closed")
         future = asyncio.get_running_loop().create_future()

@@ -57,7 +57,7 @@ async def test_one_object_is_accepted_and_stored(relay):
     resp = await relay.post_events(bounce(1, id="one"), token=TOKEN)
     assert resp.status == 202
     assert resp.content_type == "application/json"
-    assert await resp.json() == {"accepted": 1, "ids": ["one"]}
+    assert await resp.json() == {"accepted": 1, "duplicates": 0, "ids": ["one"]}
     assert await events_stored(relay) == 1
     leased = await lease(relay)
     assert [e["id"] for e in leased["events"]] == ["one"]
@@ -81,7 +81,7 @@ async def test_ndjson_is_accepted(relay):
     body = b"\n".join(lines[:2]) + b"\n\n" + lines[2] + b"\n"  # blank lines are skipped
     status, ctype, raw, _ = await post_raw(relay, body, "application/x-ndjson")
     assert (status, ctype) == (202, "application/json")
-    assert orjson.loads(raw) == {"accepted": 3, "ids": ["nd0", "nd1", "nd2"]}
+    assert orjson.loads(raw) == {"accepted": 3, "duplicates": 0, "ids": ["nd0", "nd1", "nd2"]}
     assert await events_stored(relay) == 3
 
 
@@ -269,9 +269,12 @@ async def test_reposting_an_id_stores_it_once_and_a_puller_gets_it_once(relay):
     first = await relay.post_events(bounce(1, id="dup-1"), token=TOKEN)
     again = await relay.post_events(bounce(1, id="dup-1"), token=TOKEN)
     assert first.status == again.status == 202
-    assert (await again.json())["ids"] == ["dup-1"]
+    assert await again.json() == {"accepted": 0, "duplicates": 1, "ids": ["dup-1"]}
     both = await relay.post_events([bounce(1, id="dup-1"), bounce(2, id="dup-2")], token=TOKEN)
     assert both.status == 202
+    assert await both.json() == {"accepted": 1, "duplicates": 1, "ids": ["dup-1", "dup-2"]}
+    assert relay.runtime.summary()["ingested"] == 2
+    assert relay.runtime.summary()["duplicates"] == 2
     assert await events_stored(relay) == 2
     leased = await lease(relay)
     assert sorted(e["id"] for e in leased["events"]) == ["dup-1", "dup-2"]
@@ -280,6 +283,8 @@ async def test_reposting_an_id_stores_it_once_and_a_puller_gets_it_once(relay):
 async def test_a_repeated_id_inside_one_batch_is_stored_once(relay):
     resp = await relay.post_events([bounce(1, id="same"), bounce(2, id="same")], token=TOKEN)
     assert resp.status == 202
+    # `accepted` counts what was stored, not what was posted.
+    assert await resp.json() == {"accepted": 1, "duplicates": 1, "ids": ["same", "same"]}
     assert await events_stored(relay) == 1
     assert [e["id"] for e in (await lease(relay))["events"]] == ["same"]
 

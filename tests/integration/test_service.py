@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import os
 import signal
 import socket
@@ -248,7 +249,9 @@ async def test_sigterm_under_load_exits_0_in_the_grace_period_and_loses_nothing(
         await wait_for(
             lambda: acked <= set(receiver.delivered_ids()), 20, "every acked event delivered"
         )
-        assert receiver.delivered_ids().count(hung) == 2  # cut off, then sent after restart
+        # Cut off, then sent again after the restart (its released lease may come last).
+        await wait_for(lambda: receiver.delivered_ids().count(hung) >= 2, 10, "the resend")
+        assert receiver.delivered_ids().count(hung) == 2
         assert "released leases=" in stderr_of(tmp_path)
     finally:
         stop.set()
@@ -335,7 +338,14 @@ async def scrape(relay: RunningRelay) -> dict[tuple[str, tuple], float]:
 
 
 def sample(samples: dict, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+    """The sample's value; a sample that is missing fails the test (it is not a zero)."""
+    key = (name, tuple(sorted(labels.items())))
+    assert key in samples, f"no sample {name}{labels} in /metrics"
+    return samples[key]
+
+
+async def scraped(relay: RunningRelay, name: str, **labels: str) -> float:
+    return sample(await scrape(relay), name, **labels)
 
 
 async def test_metrics_move_as_events_flow(make_relay, receiver):
@@ -366,13 +376,94 @@ async def test_metrics_move_as_events_flow(make_relay, receiver):
     receiver.default = 500  # counters move: two more events, both fail once
     assert (await relay.post_events([bounce(i) for i in range(3, 5)])).status == 202
     await wait_for(lambda: len(receiver.hits) == 6, what="two failed attempts")
-    await asyncio.sleep(STATS_TTL + 0.1)  # the backlog gauges may be a second old
+
+    scrapes = 1
+
+    async def backlog_read() -> bool:  # the backlog gauges may be up to STATS_TTL old
+        nonlocal scrapes
+        scrapes += 1
+        return await scraped(relay, "relay_backlog", destination="crm") == 2
+
+    await wait_for(backlog_read, 5, "the backlog gauge to read 2")
     m = await scrape(relay)
     assert sample(m, "relay_events_ingested_total", event_type="bounce", source="api") == 5
     assert sample(m, "relay_deliveries_total", destination="crm", outcome="retry") == 2
     assert sample(m, "relay_backlog", destination="crm") == 2
     assert sample(m, "relay_oldest_pending_seconds", destination="crm") > 0
-    assert sample(m, "relay_http_requests_total", route="/metrics", status="200") == 1
+    assert sample(m, "relay_http_requests_total", route="/metrics", status="200") == scrapes
+
+
+async def test_relay_dead_counts_the_dead_deliveries(make_relay, receiver):
+    receiver.default = 500
+    relay = await make_relay(
+        base_toml()
+        + hook("crm", receiver.url, 'retry = { initial = "10ms", max_attempts = 2 }')
+        + route("crm")
+    )
+    assert await scraped(relay, "relay_dead", destination="crm") == 0
+    assert (await relay.post_events([bounce(i) for i in range(3)])).status == 202
+    await wait_for(lambda: len(receiver.hits) == 6, 10, "two attempts at each event")
+
+    async def three_dead() -> bool:  # the gauge may be up to STATS_TTL old
+        return await scraped(relay, "relay_dead", destination="crm") == 3
+
+    await wait_for(three_dead, 5, "relay_dead to read 3")
+    assert await scraped(relay, "relay_backlog", destination="crm") == 0
+    assert await scraped(relay, "relay_deliveries_total", destination="crm", outcome="dead") == 3
+
+
+PULL = '[destinations.default]\ntype = "pull"\n' + route("default")
+
+
+async def test_metrics_count_stored_events_and_duplicates_apart(make_relay):
+    relay = await make_relay(base_toml() + PULL)
+    for _ in range(3):
+        assert (await relay.post_events(bounce("thrice"))).status == 202
+    m = await scrape(relay)
+    assert sample(m, "relay_events_ingested_total", event_type="bounce", source="api") == 1
+    assert sample(m, "relay_events_duplicate_total", source="api") == 2
+    assert (await relay.store.stats()).events == 1
+
+
+async def test_pull_acks_are_deliveries_in_metrics_and_stats(make_relay):
+    relay = await make_relay(base_toml() + PULL)
+    assert (await relay.post_events([bounce(i) for i in range(4)])).status == 202
+    async with relay.http.get(f"{relay.url}/v1/pull/default?max=10") as r:
+        batch = await r.json()
+    async with relay.http.post(
+        f"{relay.url}/v1/pull/default/ack", json={"batch_id": batch["batch_id"]}
+    ) as r:
+        assert (r.status, await r.json()) == (200, {"acked": 4})
+    m = await scrape(relay)
+    assert sample(m, "relay_deliveries_total", destination="default", outcome="delivered") == 4
+    assert (await relay.store.stats()).destinations["default"].delivered == 4
+
+
+async def test_the_stop_line_counts_stored_events_and_pull_acks(tmp_path, daemons):
+    daemon = serve(tmp_path, PULL, daemons)
+    await daemon.start()
+    for _ in range(3):  # one id three times: one stored event, two duplicates
+        assert await post(daemon.url, bounce("same")) == 202
+    assert await post(daemon.url, [bounce(i) for i in range(3)]) == 202
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{daemon.url}/v1/pull/default?max=100") as r:
+            batch = await r.json()
+        async with http.post(
+            f"{daemon.url}/v1/pull/default/ack", json={"batch_id": batch["batch_id"]}
+        ) as r:
+            assert (await r.json()) == {"acked": 4}
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert await exit_code(daemon.proc, STOP_GRACE_S + 5) == 0
+    (stopped,) = [line for line in stderr_of(tmp_path).splitlines() if " stopped " in line]
+    fields = dict(f.split("=") for f in stopped.split(" stopped ")[1].split())
+    assert fields == {
+        "ingested": "4",
+        "duplicates": "2",
+        "delivered": "4",
+        "retried": "0",
+        "dead": "0",
+        "pending": "0",
+    }
 
 
 STATS_TTL = 1.0
@@ -392,8 +483,14 @@ async def test_scrapes_read_the_backlog_at_most_once_a_second(make_relay):
     for _ in range(5):
         await scrape(relay)
     assert calls == 1
-    await asyncio.sleep(STATS_TTL + 0.05)
-    await scrape(relay)
+    started = time.monotonic()
+
+    async def read_again() -> bool:
+        await scrape(relay)
+        return calls == 2
+
+    await wait_for(read_again, STATS_TTL + 5, "a scrape after STATS_TTL to read the store")
+    assert time.monotonic() - started >= STATS_TTL * 0.9  # not before a second had passed
     assert calls == 2
 
 
@@ -419,27 +516,46 @@ async def test_readyz_checks_the_dispatchers_and_a_real_write(make_relay, receiv
 # -- circuit breaking ----------------------------------------------------------------------
 
 CIRCUIT = (
-    "concurrency = 2",
-    'retry = { initial = "20ms", max = "50ms", max_attempts = 1000 }',
+    "concurrency = 1",
+    'retry = { initial = "20ms", max = "50ms", max_attempts = 15 }',
     'circuit = { failures = 4, cooldown = "300ms", max_cooldown = "600ms" }',
 )
-# While down for DOWN_S: 4 failures open it, 1 more may be in flight (concurrency 2), then
-# one probe per cooldown (0.3 s, 0.6 s, 0.6 s, ...). Without the breaker, 20 deliveries
-# retried every 20-50 ms would make several hundred attempts in that time.
+# max_attempts is the default (15). Without the breaker, 20 deliveries retried every 20-50 ms
+# would all be dead within DOWN_S; with it, exactly 4 failures open it (one send at a time),
+# then one probe per cooldown (0.3 s, 0.6 s, 0.6 s, ...) is the only attempt spent.
+# DOWN_S is the "nothing else happens" window: long enough for several probes.
 DOWN_S = 1.5
-MAX_ATTEMPTS_WHILE_DOWN = 4 + 1 + 5
+OPENING_FAILURES = 4
 
 
-async def _open_for_a_while(relay: RunningRelay) -> list[str]:
+def probes(caplog) -> int:
+    return sum(r.getMessage() == "circuit probe destination=crm" for r in caplog.records)
+
+
+async def attempts_spent(relay: RunningRelay, ids: list[str]) -> int:
+    total = 0
+    for event_id in ids:
+        detail = await relay.store.event(event_id)
+        assert detail is not None
+        total += sum(d.attempts for d in detail.deliveries)
+    return total
+
+
+async def _open_for_a_while(relay: RunningRelay, caplog) -> list[str]:
+    caplog.set_level(logging.INFO, logger="relay.dispatch")
     ids = [f"ev{i}" for i in range(20)]
     assert (await relay.post_events([bounce(i) for i in range(20)])).status == 202
     dispatcher = relay.runtime.dispatchers["crm"]
     await wait_for(lambda: dispatcher.circuit.is_open, 5, "the circuit to open")
     assert dispatcher.state == "circuit_open"
-    assert sample(await scrape(relay), "relay_circuit_open", destination="crm") == 1
-    await asyncio.sleep(DOWN_S)
+    assert await scraped(relay, "relay_circuit_open", destination="crm") == 1
+    await asyncio.sleep(DOWN_S)  # the window in which nothing but probes may be sent
+    await wait_for(lambda: not dispatcher._inflight, 5, "the last probe to finish")
     stats = (await relay.store.stats()).destinations["crm"]
     assert (stats.pending + stats.leased, stats.dead) == (20, 0)  # held back, not burned
+    assert probes(caplog) >= 1
+    # Each attempt spent is one of the failures that opened it or one probe: none while open.
+    assert await attempts_spent(relay, ids) == OPENING_FAILURES + probes(caplog)
     return ids
 
 
@@ -454,16 +570,21 @@ async def _closes_and_delivers(relay: RunningRelay, ids: list[str]) -> None:
     assert dispatcher.state == "ok"
 
 
-async def test_circuit_opens_on_a_refused_port_and_closes_when_the_receiver_is_back(make_relay):
+async def test_circuit_opens_on_a_refused_port_and_closes_when_the_receiver_is_back(
+    make_relay, caplog
+):
     port = free_port()
     relay = await make_relay(
         base_toml() + hook("crm", f"http://127.0.0.1:{port}/hook", *CIRCUIT) + route("crm")
     )
-    ids = await _open_for_a_while(relay)
-    await asyncio.sleep(0.15)  # let the dispatch log flush
-    attempts = [x for x in relay.dispatch_lines() if x["outcome"] == "retry"]
-    assert 4 <= len(attempts) <= MAX_ATTEMPTS_WHILE_DOWN
-    assert all("cannot connect" in x["error"] for x in attempts)
+    ids = await _open_for_a_while(relay, caplog)
+    spent = OPENING_FAILURES + probes(caplog)
+
+    def retry_lines() -> list[dict]:
+        return [x for x in relay.dispatch_lines() if x["outcome"] == "retry"]
+
+    await wait_for(lambda: len(retry_lines()) == spent, 5, f"{spent} retry lines")
+    assert all("cannot connect" in x["error"] for x in retry_lines())
     back = Receiver(port=port)
     await back.start()
     try:
@@ -473,11 +594,13 @@ async def test_circuit_opens_on_a_refused_port_and_closes_when_the_receiver_is_b
         await back.stop()
 
 
-async def test_a_failing_receiver_gets_few_requests_while_the_circuit_is_open(make_relay, receiver):
+async def test_a_failing_receiver_gets_few_requests_while_the_circuit_is_open(
+    make_relay, receiver, caplog
+):
     receiver.default = 500
     relay = await make_relay(base_toml() + hook("crm", receiver.url, *CIRCUIT) + route("crm"))
-    ids = await _open_for_a_while(relay)
-    assert len(receiver.hits) <= MAX_ATTEMPTS_WHILE_DOWN
+    ids = await _open_for_a_while(relay, caplog)
+    assert len(receiver.hits) == OPENING_FAILURES + probes(caplog)
     receiver.default = 200
     await _closes_and_delivers(relay, ids)
     assert set(receiver.delivered_ids()) == set(ids)

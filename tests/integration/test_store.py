@@ -115,19 +115,19 @@ async def dest_stats(store: Store, name: str) -> dict:
 # -- append --------------------------------------------------------------------------------
 
 
-async def test_append_returns_how_many_were_new_and_ignores_known_ids(store):
-    assert await store.append([ev("a", id="e1"), ev("a", id="e2")]) == 2
-    assert await store.append([ev("a", id="e1"), ev("a", id="e3")]) == 1
-    assert await store.append([ev("a", id="e1")]) == 0
+async def test_append_says_which_were_new_and_ignores_known_ids(store):
+    assert await store.append([ev("a", id="e1"), ev("a", id="e2")]) == [True, True]
+    assert await store.append([ev("a", id="e1"), ev("a", id="e3")]) == [False, True]
+    assert await store.append([ev("a", id="e1")]) == [False]
     assert (await store.stats()).events == 3
     # A repeated id brought no second delivery with it.
     assert sorted(ids(await store.claim("a", 100, 60))) == ["e1", "e2", "e3"]
 
 
 async def test_append_is_idempotent_within_one_call_and_across_concurrent_calls(store):
-    assert await store.append([ev("a", id="same"), ev("a", id="same")]) == 1
+    assert await store.append([ev("a", id="same"), ev("a", id="same")]) == [True, False]
     results = await asyncio.gather(*(store.append([ev("a", id="race")]) for _ in range(20)))
-    assert sorted(results) == [0] * 19 + [1]
+    assert sorted(results) == [[False]] * 19 + [[True]]
     assert (await store.stats()).events == 2
     assert sorted(ids(await store.claim("a", 100, 60))) == ["race", "same"]
 
@@ -525,7 +525,7 @@ async def test_group_commit_many_appends_few_commits_and_all_durable(backend):
     try:
         before = s.commits
         results = await asyncio.gather(*(s.append([ev("a", id=f"g{i}")]) for i in range(200)))
-        assert results == [1] * 200
+        assert results == [[True]] * 200
         commits = s.commits - before
         assert 1 <= commits <= 20, f"{commits} commits for 200 appends"
     finally:
@@ -547,7 +547,7 @@ async def test_close_finishes_work_in_progress(backend):
     appends = [asyncio.ensure_future(s.append([ev("a", id=f"c{i}")])) for i in range(50)]
     await asyncio.sleep(0)  # the appends are queued for the writer
     await s.close()
-    assert [a.result() for a in appends] == [1] * 50
+    assert [a.result() for a in appends] == [[True]] * 50
     s = backend.new()
     await s.open()
     try:

@@ -74,12 +74,11 @@ def test_the_format_is_the_documented_one():
     payload = orjson.dumps(["click", "a@example.com", "https://example.com/x"])
     mac = hmac.new(KEY, b"click\0" + payload, hashlib.sha256).digest()[:16]
     token = f"{b64(payload)}.{b64(mac)}"
-    assert token == with_mac(["click", "a@example.com", "https://example.com/x"], "click", KEY)
+    assert sign(KEY, "click", {"email": "a@example.com", "url": "https://example.com/x"}) == token
     assert verify([KEY], "click", token) == {
         "email": "a@example.com",
         "url": "https://example.com/x",
     }
-    assert sign(KEY, "click", {"email": "a@example.com", "url": "https://example.com/x"}) == token
 
     # Even a correctly MACed token is refused if its target is not a safe http(s) URL:
     # nothing relay verifies can ever become a redirect to javascript: or a CR/LF header.
