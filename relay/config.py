@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import os
+import string
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -381,7 +382,7 @@ def _http(t: Table, name: str) -> HttpDestination:
         raise t.error("required", "url")
     _require_http_url(t, "url", url)
     headers_t = t.table("headers")
-    headers = tuple((k, headers_t.secret(k)) for k in list(headers_t.data))
+    headers = tuple(_header(headers_t, k) for k in list(headers_t.data))
     headers_t.done()
     secret = t.secret("signing_secret")
     dest = HttpDestination(
@@ -415,6 +416,19 @@ def _pull(t: Table, name: str, server: ServerConfig) -> PullDestination:
     if not dest.tokens and not server.loopback:
         raise t.error(f"required when server.listen is not loopback ({server.host})", "tokens")
     return dest
+
+
+_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~" + string.ascii_letters + string.digits)
+
+
+def _header(t: Table, name: str) -> tuple[str, str]:
+    """A custom header: an RFC 9110 token as its name, printable ASCII as its value."""
+    if not name or not set(name) <= _TOKEN_CHARS:
+        raise t.error("a header name is letters, digits and !#$%&'*+-.^_`|~ only", name)
+    value = t.secret(name)
+    if not value.isascii() or not value.isprintable():
+        raise t.error("a header value must be printable ASCII", name)
+    return name, value
 
 
 def _signing_key(t: Table, secret: str) -> bytes:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
@@ -103,7 +104,19 @@ class Table:
         return value
 
     def str(self, key: str, default: Any = None) -> Any:
-        return self._typed(key, (str,), "a string", default)
+        """A string without control characters: none belongs in a file name, a path, a
+        header or a URL, and a CR/LF there would split a line on the wire."""
+        value = self._typed(key, (str,), "a string", default)
+        if isinstance(value, str):
+            self._no_controls(value, key)
+        return value
+
+    def _no_controls(self, value: str, key: str) -> None:
+        bad = _CONTROL.search(value)
+        if bad:
+            raise self.error(
+                f"must not contain control characters ({bad.group()!r} at {bad.start()})", key
+            )
 
     def bool(self, key: str, default: bool = False) -> bool:
         return self._typed(key, (bool,), "true or false", default)
@@ -144,6 +157,8 @@ class Table:
             value = [value]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise self.error("must be a list of strings", key)
+        for i, v in enumerate(value):
+            self._no_controls(v, f"{key}[{i}]")
         return tuple(value)
 
     def secret(self, key: str, default: Any = None) -> Any:
@@ -160,6 +175,7 @@ class Table:
             raise self.error(str(exc), key) from None
         if not resolved:
             raise self.error("must not be empty", key)
+        self._no_controls(resolved, key)  # an env: or file: secret too
         return resolved
 
     def done(self) -> None:

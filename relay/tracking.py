@@ -20,6 +20,7 @@ from .bots import Verdict
 from .events import new_id
 from .runtime import Runtime
 from .store import StorageUnavailable
+from .text import ascii_uri
 from .tokens import is_safe_url
 from .web import RUNTIME
 
@@ -186,7 +187,7 @@ async def click(request: web.Request) -> web.Response:
     ip = client_ip(request, runtime.config.server.trusted_proxies)
     if request.method == "HEAD":  # link checkers: answer like a GET, record nothing
         runtime.bots.head(ip)
-        return web.Response(status=302, headers={"Location": target, **NO_STORE})
+        return web.Response(status=302, headers={"Location": ascii_uri(target), **NO_STORE})
     email = fields.get("email")
     if email:
         user_agent = request.headers.get("User-Agent")
@@ -195,7 +196,7 @@ async def click(request: web.Request) -> web.Response:
         del fields["url"]  # _message_fields, in place
         fields["click_url"] = target
         await _store(runtime, "engine_click", fields, verdict, "click", ip, user_agent)
-    return web.Response(status=302, headers={"Location": target, **NO_STORE})
+    return web.Response(status=302, headers={"Location": ascii_uri(target), **NO_STORE})
 
 
 def _page(title: str, body: str, status: int = 200) -> web.Response:

@@ -52,7 +52,12 @@ async def state(relay: RunningRelay) -> tuple:
     """Everything a forged request could change: pauses, audit trail, leases, deliveries."""
     stats = await relay.store.stats()
     feed = stats.destinations["feed"]
-    return (dict(relay.runtime.paused), [a.as_dict() if hasattr(a, 'as_dict') else a for a in await relay.store.audit_log(10)], feed.pending, feed.leased)
+    return (
+        dict(relay.runtime.paused),
+        [a.as_dict() if hasattr(a, "as_dict") else a for a in await relay.store.audit_log(10)],
+        feed.pending,
+        feed.leased,
+    )
 
 
 REPLAY_TEXT_PLAIN = {'{"destination":"': '","destination":"feed"}'}  # text/plain → valid JSON
@@ -83,7 +88,9 @@ async def test_a_forged_cross_site_form_changes_nothing(relay, kind, browser, pa
 
 @pytest.mark.parametrize("kind", ["urlencoded", "multipart", "text/plain"])
 @pytest.mark.parametrize(("path", "fields"), ACTIONS, ids=[a[0] for a in ACTIONS])
-async def test_a_form_body_without_browser_headers_is_refused_by_its_type(relay, kind, path, fields):
+async def test_a_form_body_without_browser_headers_is_refused_by_its_type(
+    relay, kind, path, fields
+):
     """A browser too old to say where a request comes from still labels a form as one."""
     before = await state(relay)
     spec = form(kind, fields)
@@ -150,9 +157,7 @@ async def test_a_rebinding_host_is_misdirected(relay, host, method, path):
 
 @pytest.mark.parametrize("host", ["localhost", "127.0.0.1", "LOCALHOST:1234", "[::1]:8080"])
 async def test_the_loopback_names_are_allowed_with_any_port(relay, host):
-    async with relay.http.get(
-        f"{relay.url}/v1/admin/destinations", headers={"Host": host}
-    ) as resp:
+    async with relay.http.get(f"{relay.url}/v1/admin/destinations", headers={"Host": host}) as resp:
         assert resp.status == 200
 
 
@@ -165,7 +170,11 @@ async def test_tracking_routes_answer_every_origin_and_their_public_hosts(make_r
     signer = Signer([SECRET], "https://t.example.com")
     click = signer.url("click", email="jane@example.com", url="https://shop.example/")
     path = click.removeprefix("https://t.example.com")
-    for host, status in (("t.example.com", 302), ("relay.internal:443", 302), ("evil.example", 421)):
+    for host, status in (
+        ("t.example.com", 302),
+        ("relay.internal:443", 302),
+        ("evil.example", 421),
+    ):
         headers = {"Host": host, **CROSS_SITE}
         async with relay.http.get(
             f"{relay.url}{path}", headers=headers, allow_redirects=False
