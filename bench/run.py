@@ -1,4 +1,4 @@
-"""relay benchmarks: `python -m bench.run all|ingest|deliver|tracking|latency|backlog [options]`.
+"""relay benchmarks: `python -m bench.run all|ingest|deliver|tracking|latency|backlog|pull|soap`.
 
 Each starts the real daemon (`relay serve`) as a subprocess on loopback with a fresh
 database, drives it from this process, and prints one result line. The load generator
@@ -330,6 +330,9 @@ def main() -> None:
     pull.add_argument("--events", type=int, default=50_000)
     pull.add_argument("--batch", type=int, default=1000)
     pull.add_argument("--clients", type=int, default=2)
+    soap = sub.add_parser("soap", help="PHP SoapClient getBatch vs JSON pull, same events")
+    soap.add_argument("--events", type=int, default=10_000)
+    soap.add_argument("--rounds", type=int, default=3)
     i = sub.add_parser("ingest")
     i.add_argument("--batch", type=int, default=100)
     i.add_argument("--clients", type=int, default=16)
@@ -367,6 +370,10 @@ def main() -> None:
         result = asyncio.run(bench_tracking(args.seconds, args.rounds))
     elif args.what == "pull":
         result = asyncio.run(pg.bench_pull(args.events, args.batch, args.clients))
+    elif args.what == "soap":
+        from .soap import bench_soap
+
+        result = asyncio.run(bench_soap(args.events, args.rounds))
     elif args.what == "ingest":
         result = asyncio.run(bench_ingest(args.batch, args.clients, args.seconds))
     else:

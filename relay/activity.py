@@ -3,8 +3,8 @@
 Per destination: delivered and failed counts in one-minute buckets over the last hour
 (failure rates, the sparkline, the drain forecast), the last success and the last
 failure. The dispatcher updates it as it records outcomes; the console reads it without
-touching the store. It starts empty when the process starts (the store keeps each
-delivery's attempts; this is only the live picture).
+touching the store. At start it is rebuilt from the stored attempt history (`restore`), so
+a restart does not blank the figures the same page's "Recent attempts" still lists.
 """
 
 from __future__ import annotations
@@ -62,6 +62,25 @@ class Activity:
         else:
             self.last_failure = last
         self.last_sent = now
+
+    def restore(
+        self,
+        minutes: list[tuple[int, bool, int]],
+        success: LastAttempt | None,
+        failure: LastAttempt | None,
+        now: float,
+    ) -> None:
+        """Fold in stored attempts: (Unix minute, delivered?, n) and the last of each kind."""
+        self._roll(now)
+        for minute, ok, n in minutes:
+            age = self.minute - minute
+            if 0 <= age < MINUTES:
+                (self.delivered if ok else self.failed)[MINUTES - 1 - age] += n
+        self.last_success = success or self.last_success
+        self.last_failure = failure or self.last_failure
+        stamps = [a.ts for a in (success, failure) if a is not None]
+        if stamps and self.last_sent is None:
+            self.last_sent = max(stamps)
 
     def _roll(self, now: float) -> None:
         minute = int(now // 60)

@@ -80,6 +80,7 @@ class PullDestination:
     max_batch: int = MAX_PULL_BATCH
     delay_s: float = 0.0
     retry: RetryPolicy = RetryPolicy()
+    session_idle_s: float = 1200.0  # a SOAP pull session ends after this long unused
     type: str = "pull"
 
 
@@ -389,7 +390,7 @@ def _http(t: Table, name: str) -> HttpDestination:
         name=name,
         url=url,
         method=t.choice("method", ("POST", "GET"), "POST"),
-        format=t.choice("format", ("json", "form"), "json"),
+        format=t.choice("format", ("json", "form", "pure360"), "json"),
         headers=headers,
         signing_key=_signing_key(t, secret) if secret else None,
         timeout_s=t.duration("timeout", "10s"),
@@ -412,7 +413,10 @@ def _pull(t: Table, name: str, server: ServerConfig) -> PullDestination:
         lease_s=t.duration("lease", "5m"),
         max_batch=t.int("max_batch", MAX_PULL_BATCH, low=1, high=MAX_PULL_BATCH),
         delay_s=t.duration("delay", "0s"),
+        session_idle_s=t.duration("session_idle", "20m"),
     )
+    if dest.session_idle_s <= 0:
+        raise t.error("must be more than 0s", "session_idle")
     if not dest.tokens and not server.loopback:
         raise t.error(f"required when server.listen is not loopback ({server.host})", "tokens")
     return dest

@@ -16,7 +16,7 @@ from .confread import Table
 if TYPE_CHECKING:
     from .config import RetryPolicy
 
-FORMATS = ("jsonl", "csv", "form")
+FORMATS = ("jsonl", "csv", "form", "pure360")
 EXTENSIONS = {"jsonl": "jsonl", "csv": "csv", "form": "txt"}
 SUBJECT_FIELDS = {"event_type": "bounce", "count": 1, "destination": "d"}
 FILENAME_FIELDS = {"date": "2026-01-01", "time": "000000", "seq": 1}

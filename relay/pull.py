@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Collection
 
 import orjson
 from aiohttp import web
@@ -11,6 +12,7 @@ from aiohttp import web
 from .activity import Activity
 from .config import PullDestination
 from .dispatch_log import iso_ms
+from .runtime import Runtime
 from .store import Claimed
 from .web import RUNTIME, JsonError, check_bearer, json_response
 
@@ -57,24 +59,52 @@ def batch_line(
     }
 
 
+async def lease_batch(
+    runtime: Runtime, dest: PullDestination, limit: int, event_types: Collection[str] | None = None
+) -> list[Claimed] | None:
+    """Lease up to `limit` events for a pull client (None: the destination is paused).
+
+    The one code path of every pull dialect (JSON and SOAP): the claim, the dispatch-log
+    line and the console's "last pull" are the same whichever way the client asked.
+    """
+    if runtime.is_paused(dest.name):
+        return None
+    claims = await runtime.store.claim(dest.name, limit, dest.lease_s, event_types)
+    # The console's "last pull" (any poll, empty or not); acks count as deliveries.
+    runtime.pull_activity.setdefault(dest.name, Activity()).last_sent = time.time()
+    if claims:
+        runtime.log.write([batch_line(dest.name, "leased", [c.event_id for c in claims], claims)])
+    return claims
+
+
+async def ack_batch(runtime: Runtime, dest: PullDestination, batch_id: int) -> list[str]:
+    """Mark a leased batch read: its events leave the queue; returns their ids ([]: unknown
+    batch, already acked, or its lease ran out and it was leased again)."""
+    ids = await runtime.store.ack_lease(dest.name, batch_id)
+    if not ids:
+        return ids
+    runtime.log.write([batch_line(dest.name, "acked", ids)])
+    runtime.acked(dest.name, len(ids))
+    activity = runtime.pull_activity.setdefault(dest.name, Activity())
+    last_pull = activity.last_sent  # an ack is not a pull: keep "last pull" as it was
+    activity.record(True, len(ids), None, None, f"acked {len(ids)} events (batch {batch_id})")
+    activity.last_sent = last_pull
+    return ids
+
+
 async def lease(request: web.Request) -> web.Response:
     dest = _destination(request)
     raw = request.query.get("max", "100")
     if not raw.isdigit() or not 1 <= int(raw) <= dest.max_batch:
         raise JsonError(400, f"max: must be an integer from 1 to {dest.max_batch}", field="max")
-    runtime = request.app[RUNTIME]
-    if runtime.is_paused(dest.name):
+    claims = await lease_batch(request.app[RUNTIME], dest, int(raw))
+    if claims is None:
         return json_response({"batch_id": None, "events": [], "paused": True})
-    claims = await runtime.store.claim(dest.name, int(raw), dest.lease_s)
-    # The console's "last pull" (any poll, empty or not); acks count as deliveries.
-    runtime.pull_activity.setdefault(dest.name, Activity()).last_sent = time.time()
     if not claims:
         return json_response({"batch_id": None, "events": []})
-    batch_id = str(claims[0].lease)
-    runtime.log.write([batch_line(dest.name, "leased", [c.event_id for c in claims], claims)])
     # The stored bodies are already JSON: splice them in rather than decode and re-encode.
     body = b'{"batch_id":"%s","lease_expires":"%s","events":[%s]}' % (
-        batch_id.encode(),
+        str(claims[0].lease).encode(),
         iso_ms(time.time() + dest.lease_s).encode(),
         b",".join(c.body for c in claims),
     )
@@ -89,16 +119,9 @@ async def ack(request: web.Request) -> web.Response:
         raise JsonError(400, 'body must be {"batch_id": "..."}', field="batch_id") from None
     if not isinstance(batch_id, str) or not batch_id.isdigit() or len(batch_id) > 30:
         raise JsonError(400, "batch_id: must be the batch_id a pull returned", field="batch_id")
-    runtime = request.app[RUNTIME]
-    ids = await runtime.store.ack_lease(dest.name, int(batch_id))
+    ids = await ack_batch(request.app[RUNTIME], dest, int(batch_id))
     if not ids:
         raise JsonError(
             404, "unknown batch_id, or already acked, or its lease expired and it was leased again"
         )
-    runtime.log.write([batch_line(dest.name, "acked", ids)])
-    runtime.acked(dest.name, len(ids))
-    activity = runtime.pull_activity.setdefault(dest.name, Activity())
-    last_pull = activity.last_sent  # an ack is not a pull: keep "last pull" as it was
-    activity.record(True, len(ids), None, None, f"acked {len(ids)} events (batch {batch_id})")
-    activity.last_sent = last_pull
     return json_response({"acked": len(ids)})

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import orjson
 
-from .activity import Activity
+from .activity import MINUTES, Activity, LastAttempt
 from .bots import BotDetector
 from .config import Config, PullDestination, PushDestination
 from .dispatch import Dispatcher
@@ -29,7 +29,7 @@ from .periodic import PeriodicDispatcher
 from .routing import Router
 from .senders import make_dispatcher
 from .spool import Spool
-from .store import NewEvent, StorageUnavailable, Store
+from .store import AttemptFilter, NewEvent, StorageUnavailable, Store
 from .tokens import Signer
 
 log = logging.getLogger("relay")
@@ -160,16 +160,40 @@ class Runtime:
         return destination in self.paused
 
     async def start_dispatchers(self) -> None:
+        """Start a dispatcher per push destination, each with its live picture rebuilt from
+        the store; note every backlog now, so the forecast's warm-up counts from start."""
+        stats = await self.store.stats()
+        now = time.time()
         for dest in self.config.destinations.values():
-            if not isinstance(dest, PullDestination):
-                await self._start(dest)
+            if isinstance(dest, PullDestination):
+                activity = self.pull_activity.setdefault(dest.name, Activity())
+            else:
+                activity = (await self._start(dest)).activity
+            s = stats.destinations.get(dest.name)
+            activity.trend(s.pending if s else 0, now)
 
-    async def _start(self, dest: PushDestination) -> None:
+    async def _start(self, dest: PushDestination) -> Dispatcher:
         dispatcher = make_dispatcher(dest, self.store, self.log)
         dispatcher.paused = dest.name in self.paused
         dispatcher.on_delivered = self.metrics.delivered
+        await self._restore(dest.name, dispatcher.activity)  # before it records anything
         self.dispatchers[dest.name] = dispatcher
         await dispatcher.start()
+        return dispatcher
+
+    async def _restore(self, name: str, activity: Activity) -> None:
+        """The last hour's attempts, the last success and the last failure, from the store."""
+        now = time.time()
+        minutes = await self.store.attempt_minutes(name, now - MINUTES * 60)
+        last = {}
+        for outcome in ("delivered", "failed"):
+            rows = await self.store.attempts(AttemptFilter(name, outcome=outcome), 1)
+            last[outcome] = (
+                LastAttempt(rows[0].ts, rows[0].status, rows[0].error, rows[0].response)
+                if rows
+                else None
+            )
+        activity.restore(minutes, last["delivered"], last["failed"], now)
 
     async def stop_dispatchers(self, grace_s: float = STOP_GRACE_S) -> None:
         await asyncio.gather(*(d.stop(grace_s) for d in self.dispatchers.values()))

@@ -313,7 +313,9 @@ async def unsubscribed(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/o/{token}.gif", open_pixel)
+    # Any text before .gif, even with / or braces the default pattern refuses: the pixel
+    # answers the GIF to every request for it, so a mangled link still shows no broken image.
+    app.router.add_get(r"/o/{token:[\s\S]+}.gif", open_pixel)
     app.router.add_get("/c/{token}", click)  # aiohttp adds HEAD for GET routes
     app.router.add_get("/u/{token}", unsubscribe_page)
     app.router.add_post("/u/{token}", unsubscribe)

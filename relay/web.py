@@ -126,6 +126,9 @@ def create_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/v1/openapi.json", openapi)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    from . import soap  # the seed platform's SOAP pull (/soap/pull)
+
+    soap.add_routes(app)
     from . import console  # the operator console's HTML pages (/console/)
 
     console.add_routes(app)

@@ -15,6 +15,7 @@ import orjson
 
 from .. import __version__
 from ..config import HttpDestination
+from ..domain import pure360
 from ..store import RESPONSE_CHARS, Claimed
 from ..text import header_value
 from .base import Result
@@ -36,6 +37,11 @@ def flatten(event: dict) -> dict[str, str]:
         else:
             flat[key] = str(value)
     return flat
+
+
+def _form(fmt: str, event: dict) -> str:
+    """The urlencoded fields: relay's own (`form`) or the seed platform's (`pure360`)."""
+    return pure360.form_body(event) if fmt == "pure360" else urlencode(flatten(event))
 
 
 def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
@@ -95,11 +101,11 @@ class HttpSender:
         headers = dict(dest.headers)
         url, body = dest.url, None
         if dest.method == "GET":
-            query = urlencode(flatten(orjson.loads(claims[0].body)))
+            query = _form(dest.format, orjson.loads(claims[0].body))
             url = f"{url}{'&' if '?' in url else '?'}{query}"
             signed = query.encode()
-        elif dest.format == "form":
-            body = urlencode(flatten(orjson.loads(claims[0].body))).encode()
+        elif dest.format in ("form", "pure360"):
+            body = _form(dest.format, orjson.loads(claims[0].body)).encode()
             headers["Content-Type"] = "application/x-www-form-urlencoded"
             signed = body
         else:

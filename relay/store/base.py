@@ -9,6 +9,7 @@ so a claim that has expired and been re-claimed can never be finished twice.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Protocol
@@ -227,8 +228,18 @@ class Store(Protocol):
         deliveries: ingestion is idempotent, and the counters count what was stored.
         """
 
-    async def claim(self, destination: str, limit: int, lease_s: float) -> list[Claimed]:
-        """Lease up to `limit` due deliveries of `destination`, oldest due first."""
+    async def claim(
+        self,
+        destination: str,
+        limit: int,
+        lease_s: float,
+        event_types: Collection[str] | None = None,
+    ) -> list[Claimed]:
+        """Lease up to `limit` due deliveries of `destination`, oldest due first.
+
+        With `event_types`, only deliveries of events of those types (the SOAP pull's
+        `notificationTypes`); the others stay pending where they were.
+        """
 
     async def ack(self, claims: list[Claimed], attempt: Attempt | None = None) -> None:
         """Mark claimed deliveries delivered (those whose lease still matches).
@@ -287,6 +298,10 @@ class Store(Protocol):
 
     async def event(self, event_id: str) -> EventDetail | None:
         """One event, each delivery of it and their recorded attempts (`relay show`)."""
+
+    async def attempt_minutes(self, destination: str, since: float) -> list[tuple[int, bool, int]]:
+        """(Unix minute, delivered?, attempts) of `destination` since `since`: the console's
+        live picture rebuilt at start from the same history "Recent attempts" shows."""
 
     async def attempts(self, where: AttemptFilter, limit: int) -> list[AttemptRecord]:
         """Recorded attempts, newest first (the console's destination page)."""

@@ -190,6 +190,15 @@ class PostgresReads:
         )
         return [AttemptRecord(*r) for r in rows]
 
+    async def attempt_minutes(self, destination: str, since: float) -> list[tuple[int, bool, int]]:
+        rows = await self._rows(
+            "SELECT floor(ts / 60)::bigint, outcome = 'delivered', count(*) FROM attempts"
+            " WHERE destination = $1 AND ts >= $2 GROUP BY 1, 2",
+            destination,
+            since,
+        )
+        return [(r[0], r[1], r[2]) for r in rows]
+
     async def oldest_pending(
         self, event_types: tuple[str, ...], older_than: float
     ) -> dict[str, tuple[int, float]]:

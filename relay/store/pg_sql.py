@@ -151,10 +151,12 @@ MIGRATIONS: tuple[str, ...] = (
 # One statement: lock the due rows no other node holds, lease them under one new token,
 # return them with their payloads, oldest due first.
 # $1 destination, $2 limit, $3 lease seconds, $4 node, $5 the fencing token (see TOKEN_BLOCK).
-CLAIM = f"""
+
+def _claim(only_types: str = "") -> str:
+    return f"""
 WITH due AS MATERIALIZED (
     SELECT id, due_at FROM deliveries
-    WHERE destination = $1 AND state < 2 AND due_at <= {NOW}
+    WHERE destination = $1 AND state < 2 AND due_at <= {NOW}{only_types}
     ORDER BY due_at, id
     LIMIT $2
     FOR UPDATE SKIP LOCKED
@@ -170,6 +172,14 @@ WITH due AS MATERIALIZED (
 SELECT id, lease, event_id, event_type, body, attempts, created_at
 FROM claimed ORDER BY was_due, id
 """
+
+
+CLAIM = _claim()
+# The SOAP pull's notificationTypes: only deliveries of these event types ($6).
+CLAIM_TYPES = _claim(
+    "\n      AND EXISTS (SELECT 1 FROM events e"
+    " WHERE e.seq = deliveries.event_seq AND e.event_type = ANY($6::text[]))"
+)
 
 # The outcome verbs, one statement each: fence on the lease token, move the row, record the
 # attempt (trimmed to the newest ATTEMPTS_KEPT), insert the counter deltas.

@@ -16,7 +16,7 @@ import contextlib
 import os
 import random
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from typing import Any
 
 import asyncpg
@@ -26,7 +26,7 @@ from .pg_acks import PostgresAcks
 from .pg_base import _DOWN, _RETRY, DURABLE, SingletonLeases, _statement_cache, _unavailable
 from .pg_ingest import PostgresIngest
 from .pg_reads import PostgresReads
-from .pg_sql import ACK_LEASE, CLAIM, FOLD, MIGRATIONS, NOW, PURGE, REPLAY, UNCLAIM
+from .pg_sql import ACK_LEASE, CLAIM, CLAIM_TYPES, FOLD, MIGRATIONS, NOW, PURGE, REPLAY, UNCLAIM
 
 __all__ = ["PostgresStore", "_statement_cache"]
 
@@ -182,13 +182,23 @@ class PostgresStore(PostgresIngest, PostgresAcks, SingletonLeases, PostgresReads
 
     # -- the queue verbs -------------------------------------------------------------------
 
-    async def claim(self, destination: str, limit: int, lease_s: float) -> list[Claimed]:
+    async def claim(
+        self,
+        destination: str,
+        limit: int,
+        lease_s: float,
+        event_types: Collection[str] | None = None,
+    ) -> list[Claimed]:
         if self._lost_claims:
             await self._exec(UNCLAIM, self._lost_claims)
             self._lost_claims = []
         token = await self._token()
+        args = (destination, limit, lease_s, self.node, token)
         try:
-            rows = await self._rows(CLAIM, destination, limit, lease_s, self.node, token)
+            if event_types is None:
+                rows = await self._rows(CLAIM, *args)
+            else:
+                rows = await self._rows(CLAIM_TYPES, *args, sorted(event_types))
         except StorageUnavailable:
             # The claim may have committed with its answer lost: hand its rows back as soon
             # as the database answers again (next claim), not when the lease runs out.

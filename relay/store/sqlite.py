@@ -14,12 +14,13 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import orjson
 
 from .base import (
     ATTEMPTS_KEPT,
@@ -40,13 +41,19 @@ _CLAIM = """
 UPDATE deliveries SET state = 1, due_at = :until, lease = :lease, attempts = attempts + 1,
        updated_at = :now
 WHERE id IN (SELECT id FROM deliveries
-             WHERE destination = :destination AND state < 2 AND due_at <= :now
+             WHERE destination = :destination AND state < 2 AND due_at <= :now{only_types}
              ORDER BY due_at LIMIT :limit)
 RETURNING id, attempts, created_at,
           (SELECT id FROM events WHERE seq = event_seq),
           (SELECT event_type FROM events WHERE seq = event_seq),
           (SELECT body FROM events WHERE seq = event_seq)
 """
+# The SOAP pull's notificationTypes: only deliveries of these event types (a JSON array).
+_CLAIM_TYPES = _CLAIM.format(
+    only_types="\n               AND (SELECT event_type FROM events WHERE seq = event_seq)"
+    " IN (SELECT value FROM json_each(:types))"
+)
+_CLAIM = _CLAIM.format(only_types="")
 
 # A write: runs in the SQLite thread, inside the group's transaction.
 Job = Callable[[sqlite3.Connection], Any]
@@ -340,9 +347,17 @@ class SqliteStore(SqliteReads):
         self._wakeup.set()
         return await future
 
-    async def claim(self, destination: str, limit: int, lease_s: float) -> list[Claimed]:
+    async def claim(
+        self,
+        destination: str,
+        limit: int,
+        lease_s: float,
+        event_types: Collection[str] | None = None,
+    ) -> list[Claimed]:
         self._lease += 1
         lease = self._lease
+        sql = _CLAIM if event_types is None else _CLAIM_TYPES
+        types = None if event_types is None else orjson.dumps(sorted(event_types)).decode()
 
         def job(conn: sqlite3.Connection) -> list[Claimed]:
             now = time.time()
@@ -352,8 +367,9 @@ class SqliteStore(SqliteReads):
                 "now": now,
                 "destination": destination,
                 "limit": limit,
+                "types": types,
             }
-            rows = conn.execute(_CLAIM, params).fetchall()
+            rows = conn.execute(sql, params).fetchall()
             return [Claimed(r[0], lease, r[3], r[4], r[5], r[1], r[2]) for r in rows]
 
         return await self._submit(job)

@@ -136,6 +136,14 @@ class SqliteReads:
         )
         return [AttemptRecord(*r) for r in rows]
 
+    async def attempt_minutes(self, destination: str, since: float) -> list[tuple[int, bool, int]]:
+        rows = await self._fetch(
+            "SELECT CAST(ts / 60 AS INTEGER), outcome = 'delivered', COUNT(*) FROM attempts"
+            " WHERE destination = ? AND ts >= ? GROUP BY 1, 2",
+            (destination, since),
+        )
+        return [(r[0], bool(r[1]), r[2]) for r in rows]
+
     async def oldest_pending(
         self, event_types: tuple[str, ...], older_than: float
     ) -> dict[str, tuple[int, float]]:

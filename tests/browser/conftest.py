@@ -7,7 +7,7 @@ browser is /usr/bin/chromium driven by /usr/bin/chromedriver — never a downloa
 
 Under CI=true a missing browser fails the tests; elsewhere it skips them. Screenshots go
 to $RELAY_ARTIFACTS (default: test-artifacts/ in the repository) under browser/; with
-RELAY_DOCS_SCREENSHOTS=1 the ones the README shows are also written to docs/console/.
+RELAY_DOCS_SCREENSHOTS=1 the ones the documentation shows are also written to docs/console/.
 """
 
 from __future__ import annotations
@@ -187,7 +187,7 @@ class Browser:
     # artefacts ----------------------------------------------------------------------------
 
     def shot(self, name: str, docs: bool = False) -> Path:
-        """Save a PNG of the window; `docs`: also the README's copy when asked to refresh it."""
+        """Save a PNG of the window; `docs`: also the documentation's copy when asked to refresh it."""
         path = self.artifacts / f"{name}.png"
         self.driver.save_screenshot(str(path))
         if docs and os.environ.get("RELAY_DOCS_SCREENSHOTS") == "1":

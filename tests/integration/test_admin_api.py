@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from pathlib import Path
 
 import jsonschema_rs  # comes with schemathesis
@@ -473,17 +474,34 @@ async def test_validation_matrix(make_relay, method, path, body, status, field):
     assert await relay.store.paused() == {}  # nothing was done
 
 
-async def test_good_inputs_are_accepted(make_relay):
-    relay = await make_relay(base_toml() + PULL + TOKENS)
-    for body in [
-        {"since": "2026-01-01T00:00:00Z", "until": 4102444800, "dry_run": True},
-        {"since": "2026-01-01T00:00:00+02:00", "dry_run": True},
-        {"since": "1700000000.5", "destination": "default", "rate": 0.5, "dry_run": True},
-        {"ids": ["a", "b"], "dry_run": False},
+async def test_good_inputs_are_accepted(make_relay, receiver):
+    receiver.default = 500  # two events die at crm on their only attempt
+    relay = await make_relay(
+        base_toml() + PULL + TOKENS + http_dest("crm", receiver.url) + route("crm")
+    )
+    await relay.post_events([bounce(1), bounce(2)])
+    await wait_for(lambda: dead_is(relay, "crm", 2), 10, "two dead deliveries")
+    both = {"matched": 2, "sample_ids": ["ev1", "ev2"]}
+    for body, answer in [
+        ({"since": "2026-01-01T00:00:00Z", "until": 4102444800, "dry_run": True}, both),
+        ({"since": "2026-01-01T00:00:00+02:00", "dry_run": True}, both),
+        ({"since": "1700000000.5", "destination": "crm", "rate": 0.5, "dry_run": True}, both),
+        ({"until": "1700000000.5", "dry_run": True}, {"matched": 0, "sample_ids": []}),
+        ({"ids": ["ev1", "b"], "dry_run": False}, {"replayed": 1}),
     ]:
-        await post(relay, "/v1/admin/replay", body)
-    await post(relay, PAUSE, {"for": 90})
-    await post(relay, PAUSE, raw=b"")
+        got = await post(relay, "/v1/admin/replay", body)
+        assert {**got, "sample_ids": sorted(got.get("sample_ids", []))} == (
+            {**answer, "sample_ids": sorted(answer.get("sample_ids", []))}
+        ), body
+    before = time.time()
+    paused = await post(relay, PAUSE, {"for": 90})
+    assert (paused["destination"], paused["paused"]) == ("default", True)
+    assert paused["until"].endswith("Z")
+    until = (await relay.store.paused())["default"]
+    assert before + 90 <= until <= time.time() + 90
+    forever = await post(relay, PAUSE, raw=b"")
+    assert (forever["paused"], forever["until"]) == (True, None)
+    assert await relay.store.paused() == {"default": None}
 
 
 async def test_pull_destination_shows_its_last_pull_and_acks(make_relay):

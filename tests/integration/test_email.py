@@ -205,7 +205,7 @@ async def test_events_due_in_an_earlier_period_go_out_right_after_start(make_rel
     with smtp_server(box) as port:
         relay = await make_relay(email_toml(port, 'digest = "1h"\n'))
         await wait_for(lambda: box.messages, 5, "the overdue digest")
-        # the round is counted once its send returns, a moment after the server has the mail
+        # the round is counted once the send returns, a moment after the server has the message
         await wait_for(lambda: relay.runtime.dispatchers["mail"].rounds >= 1, 5, "the round")
     assert [e["id"] for e in attached_events(box.messages[0])] == ["old-1"]
 

@@ -232,6 +232,8 @@ db = sqlite3.connect(sys.argv[1], isolation_level=None)
 db.execute("BEGIN EXCLUSIVE")
 print("locked", flush=True)
 time.sleep(float(sys.argv[2]))
+# Still holding the lock: had any post committed meanwhile, the lock did not take effect.
+print(db.execute("SELECT count(*) FROM events WHERE id LIKE 'locked-%'").fetchone()[0])
 db.execute("COMMIT")
 """
 
@@ -269,10 +271,16 @@ async def test_database_locked_by_another_process_is_503_or_wait_never_500(
         async with relay.http.get(f"{relay.url}/healthz") as r:
             assert r.status == 200  # liveness does not depend on the lock
         assert set(statuses) <= {202, 503}, statuses
+        assert len(statuses) == 20
+        # Nothing committed while the lock was held: every 202 waited for it to go.
+        assert await asyncio.wait_for(asyncio.to_thread(locker.stdout.readline), 30) == b"0\n"
     finally:
         await asyncio.to_thread(locker.wait, 30)
         locker.stdout.close()
     assert locker.returncode == 0
+    with sqlite3.connect(tmp_path / "relay.db") as db:
+        stored = db.execute("SELECT id FROM events WHERE id LIKE 'locked-%'").fetchall()
+    assert sorted(i for (i,) in stored) == sorted(accepted)
     # The lock is gone: everything works again, and every 202 is delivered.
     await carries_on(relay, receiver, "after-lock")
     await wait_for(

@@ -330,38 +330,74 @@ async def test_wrong_method_is_405_json(relay, method):
     assert await events_stored(relay) == 0
 
 
-GARBAGE_JSON = [
-    b"\x00\xff\xfe",
-    b"null",
-    b"42",
-    b'"a string"',
-    b"[1, 2, 3]",
-    b"[[[[[[[[[[]]]]]]]]]]",
-    b"[" * 1020 + b"]" * 1020,  # deep nesting, just under the body limit
-    b"[" * 5000 + b"]" * 5000,  # over the body limit: 413
-    b'{"event_type": "bounce", "email": "\\ud800@example.com"}',
-    b'{"event_type": {"x": 1}, "email": "a@example.com"}',
-    b'{"event_type": "bounce", "email": "a@example.com", "event_time": 1e400}',
-    b'{"event_type": "bounce", "email": "a@example.com", "listid": 99999999999999999999999}',
-    b'{"event_type": "bounce", "email": "a@example.com", "headers": {"X": {"y": 1}}}',
-    b'{"event_type": "bounce", "email": "a@example.com", "id": null}',
-    b'{"event_type": "delivery_attempt", "email": "a@example.com", "status": ["success"]}',
-    b'{"' + b"k" * 1500 + b'": 1, "event_type": "bounce", "email": "a@example.com"}',
+NOT_AN_OBJECT = {"field": "", "message": "must be a JSON object"}
+# Each body with its one right answer: (body, status, what the error must say). A string is
+# the start of `error` (malformed JSON, too large); a dict is the first of `errors`.
+GARBAGE_JSON: list[tuple[bytes, int, object]] = [
+    (b"\x00\xff\xfe", 400, "malformed JSON"),
+    (b"null", 400, NOT_AN_OBJECT),
+    (b"42", 400, NOT_AN_OBJECT),
+    (b'"a string"', 400, NOT_AN_OBJECT),
+    (b"[1, 2, 3]", 400, NOT_AN_OBJECT),
+    (b"[[[[[[[[[[]]]]]]]]]]", 400, NOT_AN_OBJECT),
+    (b"[" * 1020 + b"]" * 1020, 400, NOT_AN_OBJECT),  # deep nesting, just under the limit
+    (b"[" * 5000 + b"]" * 5000, 413, "request entity too large"),  # over the body limit
+    (b'{"event_type": "bounce", "email": "\\ud800@example.com"}', 400, "malformed JSON"),
+    (
+        b'{"event_type": {"x": 1}, "email": "a@example.com"}',
+        400,
+        {"field": "event_type", "message": "unknown event type \"{'x': 1}\""},
+    ),
+    (
+        b'{"event_type": "bounce", "email": "a@example.com", "event_time": 1e400}',
+        400,
+        "malformed JSON",
+    ),
+    # A listid is an opaque identifier: a number of any size is kept, not rejected.
+    (
+        b'{"event_type": "bounce", "email": "a@example.com", "listid": 99999999999999999999999}',
+        202,
+        None,
+    ),
+    (
+        b'{"event_type": "bounce", "email": "a@example.com", "headers": {"X": {"y": 1}}}',
+        400,
+        {"field": "headers.X", "message": "must be a string"},
+    ),
+    # A null id is no id: relay assigns one.
+    (b'{"event_type": "bounce", "email": "a@example.com", "id": null}', 202, None),
+    (
+        b'{"event_type": "delivery_attempt", "email": "a@example.com", "status": ["success"]}',
+        400,
+        {"field": "status", "message": "must be a string, number, boolean or null"},
+    ),
+    (
+        b'{"' + b"k" * 1500 + b'": 1, "event_type": "bounce", "email": "a@example.com"}',
+        400,
+        {"field": "k" * 64, "message": "field name longer than 64"},  # the name, cut
+    ),
 ]
 
 
 async def test_garbage_never_causes_a_500(relay):
     rng = random.Random(20240501)
-    bodies = GARBAGE_JSON + [rng.randbytes(rng.randint(1, 1500)) for _ in range(25)]
-    for body in bodies:
+    noise = [(rng.randbytes(rng.randint(1, 1500)), 400, "malformed JSON") for _ in range(25)]
+    accepted = 0
+    for body, expected, says in GARBAGE_JSON + noise:
         for ctype in ("application/json", "application/x-ndjson"):
             status, rtype, raw, _ = await post_raw(relay, body, ctype)
-            assert status in (202, 400, 413), (status, body[:60], raw[:200])
-            assert rtype == "application/json"
+            assert (status, rtype) == (expected, "application/json"), (body[:60], raw[:200])
             answer = json.loads(raw)
-            if status != 202:
-                assert "error" in answer
-                assert b"Traceback" not in raw
+            if status == 202:
+                accepted += 1
+                assert answer["accepted"] == 1
+            elif isinstance(says, str):
+                assert answer["error"].startswith(says), answer
+            else:
+                assert answer["error"] == "invalid events"
+                assert answer["errors"][0]["index"] == 0
+                assert answer["errors"][0].items() >= says.items(), answer["errors"][0]
+    assert await events_stored(relay) == accepted  # exactly the two valid bodies, twice each
     async with relay.http.get(f"{relay.url}/healthz") as resp:
         assert resp.status == 200  # still alive
 

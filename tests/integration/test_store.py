@@ -164,6 +164,19 @@ async def test_claim_respects_limit_order_and_destination(store):
     assert len({c.lease for c in first}) == 1  # one claim, one fencing token
 
 
+async def test_claim_with_event_types_takes_only_those_and_leaves_the_rest_in_place(store):
+    """The SOAP pull's notificationTypes: other types stay pending, due as they were."""
+    await store.append([ev("a", id="b1", due_in=-4)])
+    await store.append([ev("a", id="o1", due_in=-3, event_type="engine_open")])
+    await store.append([ev("a", id="c1", due_in=-2, event_type="engine_click")])
+    await store.append([ev("a", id="o2", due_in=-1, event_type="engine_open")])
+    wanted = {"engine_open", "engine_click"}
+    assert ids(await store.claim("a", 2, 60, wanted)) == ["o1", "c1"]
+    assert ids(await store.claim("a", 10, 60, {"sms_failed"})) == []
+    assert ids(await store.claim("a", 10, 60, wanted)) == ["o2"]
+    assert ids(await store.claim("a", 10, 60)) == ["b1"]  # untouched, still first in line
+
+
 async def test_each_claim_gets_a_new_lease(store):
     await store.append([ev("a"), ev("a")])
     first = await store.claim("a", 1, 60)

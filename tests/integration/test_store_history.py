@@ -56,6 +56,21 @@ async def test_event_shows_each_delivery_with_its_attempts(store):
     assert await store.event("nope") is None
 
 
+async def test_attempt_minutes_count_each_outcome_per_minute(store):
+    await store.append([ev("a", "b", id=f"m{i}") for i in range(3)])
+    claims = await store.claim("a", 10, 60)
+    now = time.time()
+    await store.ack(claims[:2], Attempt("a", now, 204, 1.0, None, None))
+    await store.retry([(claims[2], now + 60)], "x", Attempt("a", now, 500, 1.0, "x", None))
+    minute = int(now // 60)
+    assert sorted(await store.attempt_minutes("a", now - 3600)) == [
+        (minute, False, 1),
+        (minute, True, 2),
+    ]
+    assert await store.attempt_minutes("a", now + 1) == []
+    assert await store.attempt_minutes("b", now - 3600) == []
+
+
 async def test_pending_event_has_no_attempts(store):
     await store.append([ev("a", id="p1", due_in=60)])
     detail = await store.event("p1")

@@ -156,5 +156,28 @@ def test_config_load_either_works_or_names_the_file_and_key(tmp_path, config):
     try:
         load(path)
     except ConfigError as exc:
-        assert str(exc).startswith(f"{path}: ")
-        assert "\n" not in str(exc)
+        message = str(exc)
+        assert message.startswith(f"{path}: ")
+        assert "\n" not in message
+        key, what = message[len(f"{path}: ") :].split(": ", 1)
+        assert names_a_key(config, key, what), message
+
+
+def names_a_key(config: dict, key: str, what: str) -> bool:
+    """`key` (`storage.retention`, `destinations.crm.type`, `routes[0].events`) leads through
+    the config's own tables to a key it has, or to one it lacks that the message says is
+    required."""
+    node: object = config
+    parts = key.replace("[", ".[").split(".")
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if part.startswith("["):
+            index = int(part.strip("[]"))
+            if not isinstance(node, list) or index >= len(node):
+                return False
+            node = node[index]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return last and isinstance(node, dict) and what.startswith("required")
+    return True

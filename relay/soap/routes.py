@@ -1,0 +1,73 @@
+"""`POST /soap/pull` and `GET /soap/pull?wsdl`: the SOAP pull on the HTTP surface.
+
+Every answer is XML: a `handleRequestResponse`, or a SOAP Fault (HTTP 500, as SOAP 1.1
+over HTTP has it) when the envelope is wrong, with 413 for an oversized body, 415 for a
+content type that is not SOAP 1.1's `text/xml`, and 403 for a browser's cross-site request.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+from aiohttp import web
+from lxml import etree
+
+from ..web import RUNTIME, JsonError
+from .codec import Fault, build_fault, build_response, parse_call
+from .service import PullService
+from .sessions import SessionTable
+
+SERVICE = web.AppKey("soap_pull", PullService)
+MAX_BODY = 64 * 1024  # a handleRequest is a few hundred bytes; maps of parameters stay small
+WSDL_FILE = Path(__file__).with_name("pull.wsdl")
+_SOAP_ADDRESS = "{http://schemas.xmlsoap.org/wsdl/soap/}address"
+_WSDL = etree.parse(str(WSDL_FILE), etree.XMLParser(resolve_entities=False, no_network=True))
+
+
+def _xml(body: bytes, status: int = 200) -> web.Response:
+    return web.Response(body=body, status=status, content_type="text/xml", charset="utf-8")
+
+
+def _fault(message: str, status: int = 500, code: str = "Client") -> web.Response:
+    return _xml(build_fault(Fault(message, code)), status)
+
+
+async def wsdl(request: web.Request) -> web.Response:
+    """The WSDL, its service address set to this relay's public URL."""
+    if "wsdl" not in request.query:
+        raise JsonError(404, "the WSDL is at GET /soap/pull?wsdl; calls are POSTed to /soap/pull")
+    doc = copy.deepcopy(_WSDL)
+    public_url = request.app[RUNTIME].config.server.public_url
+    for address in doc.iter(_SOAP_ADDRESS):
+        address.set("location", f"{public_url}/soap/pull")
+    return _xml(etree.tostring(doc, xml_declaration=True, encoding="UTF-8"))
+
+
+async def handle(request: web.Request) -> web.Response:
+    if request.headers.get("Sec-Fetch-Site") in ("cross-site", "same-site"):
+        return _fault("cross-site requests are refused", 403)
+    if request.content_type == "application/soap+xml":
+        return _fault(
+            "SOAP 1.2 is not accepted: this service speaks SOAP 1.1", 500, "VersionMismatch"
+        )
+    if request.content_type != "text/xml":
+        return _fault("Content-Type must be text/xml (SOAP 1.1)", 415)
+    if (request.content_length or 0) > MAX_BODY:
+        return _fault(f"request body larger than {MAX_BODY} bytes", 413)
+    body = await request.content.read(MAX_BODY + 1)
+    if len(body) > MAX_BODY:
+        return _fault(f"request body larger than {MAX_BODY} bytes", 413)
+    try:
+        call = parse_call(body)
+    except Fault as fault:
+        return _xml(build_fault(fault), 500)
+    answer = await request.app[SERVICE].handle(call)
+    return _xml(build_response(call.namespace, answer))
+
+
+def add_routes(app: web.Application) -> None:
+    """The SOAP pull's routes and this node's session table."""
+    app[SERVICE] = PullService(app[RUNTIME], SessionTable())
+    app.router.add_get("/soap/pull", wsdl)
+    app.router.add_post("/soap/pull", handle)
