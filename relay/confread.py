@@ -154,6 +154,7 @@ class Table:
     def str_list(self, key: str, default: Iterable[str] = ()) -> tuple[str, ...]:
         value = self.raw(key, list(default))
         if isinstance(value, str):
+            self._no_controls(value, key)
             value = [value]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise self.error("must be a list of strings", key)

@@ -35,6 +35,7 @@ from .config import Config, PullDestination
 from .web import RUNTIME, JsonError
 
 TRACKING, HEALTH, CONSOLE, ADMIN, API = "tracking", "health", "console", "admin", "api"
+SOAP = "soap"  # answers in SOAP Faults: checks its own site and body type (relay.soap.routes)
 _BY_SEGMENT = {
     "o": TRACKING,
     "c": TRACKING,
@@ -45,6 +46,7 @@ _BY_SEGMENT = {
     "healthz": HEALTH,
     "readyz": HEALTH,
     "console": CONSOLE,
+    "soap": SOAP,
 }
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 FOREIGN_SITES = frozenset({"cross-site", "same-site"})
@@ -136,7 +138,7 @@ class Policy:
         """The hosts a route of `kind` accepts; None when any host will do."""
         if kind == TRACKING:
             return self.tracking_hosts
-        if kind == API and not (self.loopback and self.tokenless(path)):
+        if kind in (API, SOAP) and not (self.loopback and self.tokenless(path)):
             return None
         return self.allowed_hosts
 
@@ -157,7 +159,7 @@ def refusal(request: web.BaseRequest, policy: Policy) -> JsonError | None:
                 + (" or server.public_hosts" if kind == TRACKING else ""),
                 field="Host",
             )
-    if kind == TRACKING:
+    if kind in (TRACKING, SOAP):
         return None
     headers = request.headers
     unsafe = request.method not in SAFE_METHODS
