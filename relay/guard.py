@@ -32,6 +32,7 @@ from typing import Any
 from aiohttp import web
 
 from .config import Config, PullDestination
+from .limits import ConnectionLimits
 from .web import RUNTIME, JsonError
 
 TRACKING, HEALTH, CONSOLE, ADMIN, API = "tracking", "health", "console", "admin", "api"
@@ -195,6 +196,8 @@ def refusal(request: web.BaseRequest, policy: Policy) -> JsonError | None:
 
 
 POLICY = web.AppKey("guard_policy", list)
+LIMITS = web.AppKey("connection_limits", ConnectionLimits)
+CROWDED = {"Connection": "close", "Retry-After": "1"}
 
 
 @web.middleware
@@ -207,10 +210,17 @@ async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
     refused = refusal(request, cached[1])
     if refused is not None:
         raise refused
+    if request.app[LIMITS].over_cap(request.protocol) and route_class(request.path) != HEALTH:
+        raise JsonError(503, "too many open connections (server.max_connections)", CROWDED)
     return await handler(request)
 
 
-def install(app: web.Application) -> None:
-    """Add the guard as the innermost middleware (after the console's auth and HTML errors)."""
+def install(app: web.Application, config: Config) -> None:
+    """Add the guard as the innermost middleware (after the console's auth and HTML errors),
+    and the connection limits the listening site shares with it."""
+    server = config.server
     app[POLICY] = [None, None]
+    app[LIMITS] = ConnectionLimits(
+        server.head_timeout_s, server.body_timeout_s, server.max_connections
+    )
     app.middlewares.append(guard)

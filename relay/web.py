@@ -134,5 +134,5 @@ def create_app(runtime: Runtime) -> web.Application:
     console.add_routes(app)
     from . import guard  # innermost: after the console's auth, before every handler
 
-    guard.install(app)
+    guard.install(app, runtime.config)
     return app
