@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from .config import RetryPolicy
 
 FORMATS = ("jsonl", "csv", "form", "pure360")
-EXTENSIONS = {"jsonl": "jsonl", "csv": "csv", "form": "txt"}
+EXTENSIONS = {"jsonl": "jsonl", "csv": "csv", "form": "txt", "pure360": "txt"}
 SUBJECT_FIELDS = {"event_type": "bounce", "count": 1, "destination": "d"}
 FILENAME_FIELDS = {"date": "2026-01-01", "time": "000000", "seq": 1}
 DEFAULT_SUBJECT = "[relay] {count} {event_type} events for {destination}"

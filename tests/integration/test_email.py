@@ -44,20 +44,26 @@ def events(n: int, prefix: str = "ev") -> list[dict]:
     ]
 
 
+async def delivered(relay, n: int) -> bool:
+    stats = (await relay.store.stats()).destinations["mail"]
+    return (stats.delivered, stats.pending, stats.leased) == (n, 0, 0)
+
+
 async def test_digest_is_one_message_whose_attachment_parses_back_into_the_events(make_relay):
     box = Mailbox()
     with smtp_server(box) as port:
         relay = await make_relay(email_toml(port, 'digest = "1h"\n'))
         sent = events(5)
         assert (await relay.post_events(sent)).status == 202
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # a window for a wrong early send (the period is 1 h)
         assert box.attempts == 0  # a digest waits for the end of its period
 
         code, out, err = await flush_cli(relay.config_path, "mail")
         assert code == 0, err
         assert "flush requested for mail" in out
         await wait_for(lambda: box.messages, 5, "the digest")
-        await asyncio.sleep(0.3)
+        # Once all five are acked nothing is left to send: a second message cannot follow.
+        await wait_for(lambda: delivered(relay, 5), 5, "the five events acked")
 
     assert len(box.messages) == 1
     msg = box.messages[0]
@@ -72,7 +78,11 @@ async def test_digest_is_one_message_whose_attachment_parses_back_into_the_event
     assert '5 event(s) for destination "mail": 2 bounce, 1 engine_unsub, 2 scomp.' in text
     assert all(f"u{i}@example.com" in text for i in range(5))
 
-    lines = [line for line in relay.dispatch_lines() if line["destination"] == "mail"]
+    def lines() -> list[dict]:
+        return [line for line in relay.dispatch_lines() if line["destination"] == "mail"]
+
+    await wait_for(lambda: len(lines()) >= 5, 5, "five dispatch lines (flushed each 0.1 s)")
+    lines = lines()
     assert sorted(line["event_id"] for line in lines) == sorted(e["id"] for e in sent)
     assert {(line["outcome"], line["status"]) for line in lines} == {("delivered", 250)}
 
@@ -188,7 +198,7 @@ async def test_a_digest_goes_out_when_its_period_ends(make_relay):
         relay = await make_relay(email_toml(port, 'digest = "1s"\n'))
         assert (await relay.post_events(events(3))).status == 202
         await wait_for(lambda: box.messages, 4, "the digest at the end of the period")
-        await asyncio.sleep(0.2)
+        await wait_for(lambda: delivered(relay, 3), 5, "the three events acked")
     assert sum(len(attached_events(m)) for m in box.messages) == 3
 
 

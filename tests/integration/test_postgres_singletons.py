@@ -4,14 +4,18 @@ each digest of a period and runs retention; another takes over when the holder g
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
+from pathlib import Path
 
+import aiohttp
 import orjson
 
+from relay.store.pg_base import SINGLETON_RENEW_S, SINGLETON_TTL_S
 from relay.store.postgres import PostgresStore
 
 from .. import pg
-from ..helpers import wait_for
+from ..helpers import DaemonProcess, free_port, wait_for
 from ..mailftp import BreakingPathIO, FtpServer, Mailbox, attached_events, smtp_server
 
 PERIOD_S = 2
@@ -45,6 +49,18 @@ def events(prefix: str, n: int) -> list[dict]:
     ]
 
 
+def delivered_lines(tmp_path: Path) -> int:
+    """Delivered lines in both nodes' dispatch logs (n1/, n2/)."""
+    total = 0
+    for node in ("n1", "n2"):
+        path = tmp_path / node / "dispatch.log"
+        if path.exists():
+            for line in map(orjson.loads, path.read_bytes().splitlines()):
+                if line["outcome"] == "delivered":
+                    total += line.get("count") or 1  # an upload's line counts its events
+    return total
+
+
 async def _start_of_a_period() -> None:
     while time.time() % PERIOD_S > 0.3:
         await asyncio.sleep(0.05)
@@ -64,7 +80,8 @@ async def test_two_nodes_build_each_digest_on_one_node(make_relay, monkeypatch, 
             assert (await two.post_events(events(f"p{period}b", 10))).status == 202
             n = 20 // SPLIT * (period + 1)
             await wait_for(lambda n=n: len(box.messages) >= n, PERIOD_S + 8, "the digest")
-        await asyncio.sleep(1)
+        # Every event acked means nothing is left to send: no further message can come.
+        await wait_for(lambda: delivered_lines(tmp_path) == 40, 10, "all 40 events acked")
     sent = [e["id"] for m in box.messages for e in attached_events(m)]
     expected = [e["id"] for p in range(2) for s in "ab" for e in events(f"p{p}{s}", 10)]
     assert sorted(sent) == sorted(expected), "every event in one message, once"
@@ -98,7 +115,8 @@ async def test_two_nodes_upload_one_file_per_period(make_relay, monkeypatch, tmp
             assert (await one.post_events(events(f"p{period}a", 10))).status == 202
             assert (await two.post_events(events(f"p{period}b", 10))).status == 202
             await wait_for(lambda p=period: len(server.files()) > p, PERIOD_S + 5, "the file")
-        await asyncio.sleep(PERIOD_S + 0.5)  # a second file would have come by now
+        # A file is stored before its events are acked: with all 40 acked, every file is in.
+        await wait_for(lambda: delivered_lines(tmp_path) == 40, 10, "all 40 events acked")
         files = server.files()
     finally:
         BreakingPathIO.breaks = 0
@@ -125,3 +143,49 @@ async def test_one_node_leads_and_another_takes_over_when_it_goes():
     finally:
         await one.close()
         await two.close()
+
+
+async def test_a_node_takes_over_the_digest_when_its_holder_is_killed(tmp_path):
+    """kill -9 of the node that builds the digests: its lease row stays behind, unrenewed.
+    The other node sends the next digest once the row has run out, not before."""
+    box = Mailbox()
+    dsn = pg.fresh_schema_dsn()
+    with smtp_server(box) as smtp_port:
+        daemons = []
+        for n in (1, 2):
+            where = tmp_path / f"n{n}"
+            where.mkdir()
+            port = free_port()
+            toml = node_toml(dsn, smtp_port).replace("127.0.0.1:0", f"127.0.0.1:{port}")
+            (where / "relay.toml").write_text(toml)
+            daemons.append(DaemonProcess(where / "relay.toml", port))
+        one, two = daemons
+        try:
+            await one.start(env={"RELAY_NODE": "node-1"})
+            assert await post(one.url, events("first", 3)) == 202
+            await wait_for(lambda: delivered_lines(tmp_path) == 3, PERIOD_S + 8, "node-1's digest")
+            await two.start(env={"RELAY_NODE": "node-2"})
+            assert one.kill(signal.SIGKILL) == -signal.SIGKILL
+            killed = time.monotonic()
+            assert await post(two.url, events("after", 3)) == 202
+            await wait_for(
+                lambda: delivered_lines(tmp_path) == 6,
+                SINGLETON_TTL_S + PERIOD_S + 15,
+                "node-2 to send the digest after the holder's lease ran out",
+            )
+            # node-1 renewed its row at most SINGLETON_RENEW_S before it died.
+            assert time.monotonic() - killed >= SINGLETON_TTL_S - SINGLETON_RENEW_S - 1
+        finally:
+            for d in daemons:
+                if d.proc is not None and d.proc.poll() is None:
+                    d.kill(signal.SIGTERM)
+    assert sorted(e["id"] for m in box.messages for e in attached_events(m)) == sorted(
+        e["id"] for e in events("first", 3) + events("after", 3)
+    )
+    second = (tmp_path / "n2" / "dispatch.log").read_text()
+    assert second.count('"delivered"') == 3 and "after-0" in second
+
+
+async def post(url: str, body: object) -> int:
+    async with aiohttp.ClientSession() as http, http.post(f"{url}/v1/events", json=body) as r:
+        return r.status

@@ -284,3 +284,24 @@ def test_every_seed_trigger_is_a_relay_trigger():
     from relay.events import TRIGGERS
 
     assert set(SEED_TRIGGERS) <= set(TRIGGERS)
+
+
+async def test_a_soap_pull_shows_on_the_console_api_show_and_metrics_like_a_json_pull(relay):
+    await ingest(relay, opens(3))
+    context = (await login(relay))["resultData"]["bus_entity_context"]["beanId"]
+    _, answer = await call(relay, context, "bus_facade_eventNotification", "getBatch", None,
+                           {"markAsReadInd": "Y"})  # fmt: skip
+    assert answer["resultData"]["bus_entity_eventNotificationBatch"]["eventCount"] == "3"
+
+    async with relay.http.get(f"{relay.url}/v1/admin/destinations") as resp:
+        [feed] = [d for d in (await resp.json())["destinations"] if d["name"] == "feed"]
+    assert (feed["pending"], feed["leased"], feed["delivered"]) == (0, 0, 3)
+    assert feed["detail"]["last_pull"].endswith("Z") and feed["last_success"].endswith("Z")
+    assert feed["series"]["delivered"][-1] == 3
+    async with relay.http.get(f"{relay.url}/v1/admin/events/o1") as resp:  # = relay show o1
+        [delivery] = (await resp.json())["destinations"]
+    assert (delivery["name"], delivery["state"]) == ("feed", "delivered")
+    async with relay.http.get(f"{relay.url}/metrics") as resp:
+        metrics = await resp.text()
+    assert 'relay_deliveries_total{destination="feed",outcome="delivered"} 3.0' in metrics
+    assert 'relay_http_requests_total{route="/soap/pull",status="200"}' in metrics
