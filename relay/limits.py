@@ -10,9 +10,11 @@ accepted socket's protocol is wrapped in `_Watched`, which sees the bytes go by:
 - **body**: a body of `Content-Length` bytes (or a chunked one, up to its last chunk) must be
   whole within `server.body_timeout` of its head;
 - a late client gets `408 Request Timeout` (a silent one nothing) and the socket closes;
-- **cap**: past `server.max_connections` open sockets, new ones are still read but answered
-  `503` (except `/healthz` and `/readyz`, so a monitor sees a live process), with one log
-  line per crowded spell; past the cap plus `RESERVE`, they are closed at once.
+- **cap**: past `server.max_connections` open sockets, the oldest one that has not sent a
+  byte since it connected is closed to make room (thousands of idle sockets cannot lock
+  clients out); when none is silent, new sockets are still read but answered `503` (except
+  `/healthz` and `/readyz`, so a monitor sees a live process); past the cap plus `RESERVE`
+  they are closed at once. One log line per crowded spell (at most one per 10 s).
 
 The bookkeeping is a few integer updates and one `bytes.find` per chunk received.
 """
@@ -46,6 +48,9 @@ class ConnectionLimits:
         self.open = 0
         self.timed_out = 0
         self.crowded: set[Any] = set()  # aiohttp protocols accepted over the cap
+        self.silent: dict[_Watched, None] = {}  # no byte yet, oldest first: evicted first
+        self.evicted = 0
+        self.evicting = 0  # closed to make room, their connection_lost still to come
         self._logged_at = 0.0
 
     def factory(self, inner: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
@@ -56,15 +61,27 @@ class ConnectionLimits:
         and the listener is still crowded (once it is not, the connection is served)."""
         return bool(self.crowded) and self.open > self.max_connections and protocol in self.crowded
 
-    def note_crowded(self) -> None:
+    def make_room(self) -> bool:
+        """Close the oldest silent connection; False if every open one has sent something."""
+        while self.silent:
+            oldest = next(iter(self.silent))
+            del self.silent[oldest]
+            if oldest.close_silent():
+                self.evicted += 1
+                self._note("closing the oldest connections that have sent nothing")
+                return True
+        self._note("new connections get 503 except /healthz and /readyz")
+        return False
+
+    def _note(self, what: str) -> None:
         now = time.monotonic()
         if now - self._logged_at >= LOG_EVERY_S:
             self._logged_at = now
             log.warning(
-                "connection cap reached: %d open (server.max_connections = %d); new "
-                "connections get 503 except /healthz and /readyz",
+                "connection cap reached: %d open (server.max_connections = %d); %s",
                 self.open,
                 self.max_connections,
+                what,
             )
 
 
@@ -92,23 +109,38 @@ class _Watched(asyncio.Protocol):
         self._state = IDLE
         self._buffer = b""  # the head so far, or the tail of a chunked body
         self._left = 0  # body bytes still to come
+        self._closing = False  # closed by make_room, not yet gone
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         limits = self._limits
         limits.open += 1
         self._transport = transport  # type: ignore[assignment]
-        if limits.open > limits.max_connections:
-            limits.note_crowded()
+        if limits.open - limits.evicting > limits.max_connections and not limits.make_room():
             if limits.open > limits.max_connections + RESERVE:
                 transport.abort()  # type: ignore[attr-defined]
                 self._inner = None
                 return
             limits.crowded.add(self._inner)
+        limits.silent[self] = None
         self._start(HEAD, limits.head_timeout_s)
         self._inner.connection_made(transport)
 
+    def close_silent(self) -> bool:
+        """Close this connection to make room; False if it is gone already."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return False
+        self._closing = True
+        self._limits.evicting += 1
+        transport.close()
+        return True
+
     def connection_lost(self, exc: Exception | None) -> None:
-        self._limits.open -= 1
+        limits = self._limits
+        limits.open -= 1
+        if self._closing:
+            limits.evicting -= 1
+        limits.silent.pop(self, None)
         self._stop()
         inner, self._inner = self._inner, None
         if inner is not None:
@@ -118,6 +150,8 @@ class _Watched(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._inner is None:
             return
+        if self._state == HEAD and not self._buffer:
+            self._limits.silent.pop(self, None)  # it spoke: no longer evicted first
         self._scan(data)
         self._inner.data_received(data)
 

@@ -87,7 +87,9 @@ def test_forged_forms_and_fetches_from_another_origin_change_nothing(
     for i, (action, enctype, _) in enumerate(FORMS):
         browser.open(f"{origin}/{i}")
         path = target("", action)
-        wait_until(lambda path=path: browser.url_path() == path, 10, f"the forged {action} ({enctype})")
+        wait_until(
+            lambda path=path: browser.url_path() == path, 10, f"the forged {action} ({enctype})"
+        )
         status = wait_until(lambda: browser.driver.execute_script(STATUS_JS), 5, "its status")
         assert status == 403, (action, enctype, status, browser.text("body"))
         assert "cross-site request refused" in browser.text("body")

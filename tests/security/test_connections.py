@@ -146,3 +146,17 @@ async def test_limit_keys_are_checked(tmp_path, key, value, message):
     with pytest.raises(ConfigError) as caught:
         load(path)
     assert f"server.{key}" in str(caught.value) and message in str(caught.value)
+
+
+async def test_past_the_cap_the_oldest_silent_sockets_make_room(make_relay, caplog):
+    relay = await make_relay(toml(cap=5, head="30s"))
+    silent = [await connect(relay) for _ in range(5)]
+    limits = relay.daemon._runner.app[LIMITS_KEY]
+    await wait_for(lambda: limits.open >= 5, 5, "5 open")
+    caplog.set_level(logging.WARNING, logger="relay.limits")
+    status, _ = await get(relay, "/v1/admin/destinations")
+    assert status == 200  # served: a silent socket gave up its slot
+    assert await closed_by_server(silent[0][0], 5) == b""  # the oldest one
+    assert any("sent nothing" in r.getMessage() for r in caplog.records)
+    for _, writer in silent:
+        writer.close()
