@@ -131,6 +131,9 @@ class IngestConfig:
     tokens: tuple[str, ...] = ()
     max_body_bytes: int = 16 * 1024 * 1024
     max_events: int = 10_000
+    # Events waiting for the writer beyond which ingest sheds load with 503: the writer is
+    # behind (or storage stalls), and the queue must not grow without bound in memory.
+    max_queued: int = 200_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,6 +304,7 @@ def _ingest(t: Table, server: ServerConfig) -> IngestConfig:
         tokens=t.secrets("tokens"),
         max_body_bytes=t.int("max_body_bytes", 16 * 1024 * 1024, low=1024),
         max_events=t.int("max_events", 10_000, low=1, high=100_000),
+        max_queued=t.int("max_queued", 200_000, low=1),
     )
     t.done()
     if not cfg.tokens and not server.loopback:

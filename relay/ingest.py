@@ -15,7 +15,6 @@ JSON_TYPES = frozenset({"application/json", "text/json"})
 NDJSON_TYPES = frozenset(
     {"application/x-ndjson", "application/jsonl", "application/x-jsonlines", "application/ndjson"}
 )
-MAX_QUEUED_EVENTS = 200_000  # beyond this, the writer is behind: shed load with 503
 RETRY_AFTER = {"Retry-After": "1"}
 
 
@@ -59,7 +58,7 @@ async def post_events(request: web.Request) -> web.Response:
     events = [validate(i, item, received_at, problems) for i, item in enumerate(items)]
     if problems:
         raise invalid(problems)
-    if getattr(runtime.store, "queued_events", 0) > MAX_QUEUED_EVENTS:
+    if getattr(runtime.store, "queued_events", 0) > limits.max_queued:
         raise JsonError(503, "overloaded: try again shortly", RETRY_AFTER)
     batch = [
         runtime.new_event(e, received_at, check_duplicate="id" in item)

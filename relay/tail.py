@@ -16,7 +16,8 @@ POLL_S = 0.2
 
 
 def lines(path: str, follow: bool) -> Iterator[bytes]:
-    """Every line of the file; with `follow`, keep waiting for more, reopening after rotation."""
+    """Every line of the file; with `follow`, keep waiting for more, reopening after a
+    rotation by rename and reading from the start again after a `copytruncate`."""
     handle: IO[bytes] | None = None
     inode = None
     while True:
@@ -37,9 +38,15 @@ def lines(path: str, follow: bool) -> Iterator[bytes]:
             return
         handle.seek(-len(line), os.SEEK_CUR)  # a half-written line: read it again when whole
         try:
-            rotated = os.stat(path).st_ino != inode
+            now = os.stat(path)
         except FileNotFoundError:
-            rotated = True
+            now = None
+        rotated = now is None or now.st_ino != inode
+        if not rotated and now is not None and now.st_size < handle.tell():
+            # copytruncate: the same file was cut back and starts again from the beginning.
+            # (Lines written between logrotate's copy and its truncate are lost: its race.)
+            handle.seek(0)
+            continue
         if rotated:
             rest = handle.read()
             if rest.endswith(b"\n"):

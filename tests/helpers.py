@@ -51,6 +51,7 @@ class Hit:
     headers: dict[str, str]
     body: bytes
     at: float
+    peer: str = ""  # the client's address (source_address)
 
 
 @dataclass
@@ -69,12 +70,15 @@ class Receiver:
     port: int = 0  # 0: any free port; a fixed one lets a test bring a "down" receiver back
     delay_s: float = 0.0  # answer every request this much later (a slow receiver)
     error_text: str = "nope"  # the body of every non-200 answer
+    shutdown_s: float = 60.0  # how long stop() lets requests in flight finish (a "hang" never does)
     _runner: web.AppRunner | None = None
 
     async def start(self) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        self._runner = web.AppRunner(
+            app, access_log=None, handler_cancellation=True, shutdown_timeout=self.shutdown_s
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()
@@ -95,6 +99,7 @@ class Receiver:
                 dict(request.headers),
                 body,
                 time.time(),
+                request.remote or "",
             )
         )
         if self.delay_s:

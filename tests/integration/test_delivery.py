@@ -172,13 +172,11 @@ async def test_delay_holds_the_first_attempt(make_relay, receiver):
     # An event that happened 10 s ago is already past its delay: sent at once.
     await relay.post_events(bounce("old", event_time=int(before) - 10))
 
-    await wait_for(lambda: receiver.delivered_ids() == ["old"], 0.9, "the old event")
-    await wait_for(lambda: len(receiver.hits) == 2, 3, "the delayed event")
-    late = receiver.hits[1]
-    assert orjson.loads(late.body)["id"] == "late"
-    held = late.at - before
+    await wait_for(lambda: len(receiver.hits) == 2, 10, "both events")
+    # "late" was ingested first: had "old" been held from its receipt too, "late" came first.
+    assert receiver.delivered_ids() == ["old", "late"]
+    held = receiver.hits[1].at - before
     assert held >= 1.0, f"sent {held:.3f}s after ingest, delay is 1s"
-    assert held < 2.0
 
 
 async def test_pause_holds_deliveries_and_resume_sends_them(make_relay, receiver):
@@ -189,7 +187,9 @@ async def test_pause_holds_deliveries_and_resume_sends_them(make_relay, receiver
 
     resp = await relay.post_events([bounce(f"p{i}") for i in range(5)])
     assert resp.status == 202  # still taking events while paused
-    await asyncio.sleep(1.5)  # proving nothing is sent in this window
+    # The pause is in force (noticed above): a send would come within milliseconds, so
+    # half a second is the window that proves nothing goes out.
+    await asyncio.sleep(0.5)
     assert receiver.hits == []
     s = (await relay.store.stats()).destinations["crm"]
     assert s.pending == 5
@@ -200,28 +200,26 @@ async def test_pause_holds_deliveries_and_resume_sends_them(make_relay, receiver
 
 
 async def test_a_hanging_destination_does_not_slow_a_healthy_one(make_relay, receiver):
-    stuck = Receiver(default="hang")
+    stuck = Receiver(default="hang", shutdown_s=0.5)
     await stuck.start()
     try:
         relay = await make_relay(
             base_toml()
             + destination("healthy", receiver.url)
-            + destination("stuck", stuck.url, "concurrency = 2\n" + FAST_RETRY, "1s")
+            + destination("stuck", stuck.url, "concurrency = 2\n" + FAST_RETRY, "60s")
             + '[[routes]]\nevents = ["*"]\ndestinations = ["healthy", "stuck"]\n'
         )
-        started = time.monotonic()
         for chunk in range(4):
             resp = await relay.post_events([bounce(f"c{chunk}-{i}") for i in range(50)])
             assert resp.status == 202
 
-        await wait_for(lambda: len(receiver.hits) >= 200, 5, "200 events at the healthy one")
-        elapsed = time.monotonic() - started
+        # The stuck one's requests hang for the whole test: if they held the healthy one up,
+        # its 200 deliveries would never all arrive. (How fast they do is bench/'s business.)
+        await wait_for(lambda: len(receiver.hits) >= 200, 20, "200 events at the healthy one")
         assert len(set(receiver.delivered_ids())) == 200
-        assert elapsed < 5
-        # The stuck one is held to its own concurrency: 2 requests hanging at a time.
-        assert 1 <= len(stuck.hits) <= 2 * (int(elapsed / 1.0) + 1)
-        first = stuck.hits[0].at
-        assert len([h for h in stuck.hits if h.at < first + 0.9]) == 2
+        # The stuck one is held to its own concurrency: 2 requests hanging, no more.
+        await wait_for(lambda: len(stuck.hits) == 2, 5, "the stuck one's two requests")
+        assert len(stuck.hits) == 2
 
         async def healthy_done() -> bool:
             return (await relay.store.stats()).destinations["healthy"].delivered == 200

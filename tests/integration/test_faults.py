@@ -123,7 +123,6 @@ async def test_a_slow_loris_receiver_times_out_is_retried_and_delivered_later(ma
     await bad.start()
     try:
         relay = await make_relay(two_destinations(bad.url, receiver.url))
-        started = time.monotonic()
         assert (await relay.post_events(event("loris-1"))).status == 202
         await wait_for(
             lambda: any(x["outcome"] == "delivered" for x in outcomes(relay, "bad")),
@@ -132,10 +131,9 @@ async def test_a_slow_loris_receiver_times_out_is_retried_and_delivered_later(ma
         )
         lines = outcomes(relay, "bad")
         retries = [x for x in lines if x["outcome"] == "retry"]
-        assert len(retries) >= 2, lines  # each stalled answer was a timeout, not a success
-        assert all(x["ms"] < 2000 for x in retries), retries  # the timeout bounded each stall
+        # Each stalled answer was cut by the 300 ms timeout, not taken for a success.
+        assert [x["error"] for x in retries] == ["timeout after 0.3s"] * 2, lines
         assert bad.seen[:3] == ["loris", "loris", "ok"]
-        assert time.monotonic() - started < 15
         assert "loris-1" in receiver.delivered_ids()  # the other destination was not held up
         await carries_on(relay, receiver, "loris-2")
     finally:
@@ -315,9 +313,9 @@ async def test_a_long_lock_answers_503_within_the_busy_timeout_not_after_many(
             answers.append((resp.status, time.monotonic() - started))
 
         await asyncio.gather(*(post(i) for i in range(10)))
+        # One busy timeout (5 s), two if the requests straddled two commits; had each event
+        # waited out its own, the third would have outlived the 14 s lock and got a 202.
         assert {status for status, _ in answers} == {503}, answers
-        # One busy timeout, two if the requests straddled two commits; never one per event.
-        assert max(took for _, took in answers) < 11.5, answers
     finally:
         await asyncio.to_thread(locker.wait, 30)
         locker.stdout.close()
@@ -340,16 +338,22 @@ async def test_a_client_uploading_slowly_does_not_hold_up_anyone_else(make_relay
         )
         await writer.drain()
         slow.append((reader, writer))
-    try:
-        for i in range(10):
+
+    async def trickle() -> None:
+        while True:
             await asyncio.sleep(0.05)
             for _, writer in slow:
-                writer.write(b" ")  # a byte now and then
-            started = time.monotonic()
+                writer.write(b" ")  # a byte now and then, all the while
+
+    trickling = asyncio.create_task(trickle())
+    try:
+        for i in range(10):
             assert (await relay.post_events(event(f"beside-slow-{i}"))).status == 202
-            assert time.monotonic() - started < 2
         await carries_on(relay, receiver, "after-slow")
+        # They got through beside the slow uploads, not after them: those are still open.
+        assert not any(reader.at_eof() for reader, _ in slow)
     finally:
+        trickling.cancel()
         for _, writer in slow:
             writer.close()
     # The half-sent bodies stored nothing.
@@ -374,3 +378,62 @@ async def test_thousands_of_idle_connections_do_not_stop_service(make_relay, rec
         for _, writer in idle:
             writer.close()
     await carries_on(relay, receiver, "after-idle")
+
+
+HOLDER = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+sys.stdin.readline()  # until the test says so
+db.execute("COMMIT")
+"""
+
+
+async def test_more_events_waiting_for_the_writer_than_max_queued_is_503(
+    make_relay, receiver, tmp_path
+):
+    """The writer is stuck behind another process's lock; events queue up behind it. Past
+    `ingest.max_queued` (200,000 by default; 10 here, the same check) ingest answers 503 with
+    Retry-After at once, instead of queueing more in memory; the queued ones commit later."""
+    relay = await make_relay(
+        base_toml()
+        + "[ingest]\nmax_queued = 10\n"
+        + f'[destinations.good]\ntype = "http"\nurl = "{receiver.url}"\n'
+        + '[[routes]]\nevents = ["*"]\ndestinations = ["good"]\n'
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path / "relay.db")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert holder.stdin is not None and holder.stdout is not None
+    try:
+        assert await asyncio.wait_for(asyncio.to_thread(holder.stdout.readline), 10) == b"locked\n"
+        # While the lock holds, the writer is stuck on one group; every post after that waits
+        # in the queue until more than 10 events wait, and then the next one is shed.
+        queued: list[tuple[list[dict], asyncio.Task]] = []
+        shed = None
+        for n in range(6):
+            batch = [event(f"b{n}-{i}") for i in range(20)]
+            task = asyncio.create_task(relay.post_events(batch))
+            await asyncio.wait({task}, timeout=0.3)  # answered at once, or waiting
+            if task.done():
+                shed = task.result()
+                break
+            queued.append((batch, task))
+        assert shed is not None and len(queued) >= 2, "nothing was shed"
+        assert shed.status == 503
+        assert shed.headers["Retry-After"] == "1"
+        assert (await shed.json())["error"] == "overloaded: try again shortly"
+        assert relay.store.queued_events > 10
+    finally:
+        holder.stdin.write(b"go\n")
+        holder.stdin.close()
+        await asyncio.to_thread(holder.wait, 30)
+        holder.stdout.close()
+    assert [(await task).status for _, task in queued] == [202] * len(queued)
+    await carries_on(relay, receiver, "after-queue")
+    with sqlite3.connect(tmp_path / "relay.db") as db:
+        stored = {i for (i,) in db.execute("SELECT id FROM events WHERE id LIKE 'b%'")}
+    assert stored == {e["id"] for batch, _ in queued for e in batch}  # the shed one is not

@@ -305,3 +305,48 @@ async def test_a_soap_pull_shows_on_the_console_api_show_and_metrics_like_a_json
         metrics = await resp.text()
     assert 'relay_deliveries_total{destination="feed",outcome="delivered"} 3.0' in metrics
     assert 'relay_http_requests_total{route="/soap/pull",status="200"}' in metrics
+
+
+async def test_storage_down_is_a_server_fault_and_loses_nothing(make_relay, cluster, tmp_path):
+    """PostgreSQL stopped for real: getBatch answers a Fault with 503, and once the database
+    is back the same events are all there to pull."""
+    from .. import pg
+
+    toml = (
+        '[server]\nlisten = "127.0.0.1:0"\n'
+        f'[storage]\nbackend = "postgres"\ndsn = "{pg.fresh_schema_dsn(cluster.dsn)}"\n'
+        f'path = "{tmp_path}/node.db"\npool_size = 2\n'
+        f'[destinations.feed]\ntype = "pull"\ntokens = ["{TOKEN}"]\n'
+        '[[routes]]\nevents = ["*"]\ndestinations = ["feed"]\n'
+    )
+    relay = await make_relay(toml)
+    await ingest(relay, opens(4))
+    context = (await login(relay))["resultData"]["bus_entity_context"]["beanId"]
+    get_batch = envelope(context, "bus_facade_eventNotification", "getBatch", None,
+                         {"markAsReadInd": "Y"})  # fmt: skip
+    cluster.stop()
+    try:
+        async with relay.http.post(
+            f"{relay.url}/soap/pull", data=get_batch, headers={"Content-Type": "text/xml"}
+        ) as resp:
+            body = await resp.read()
+            assert resp.status == 503 and resp.headers["Retry-After"] == "1"
+        fault = etree.fromstring(body).find(f"{{{ENV}}}Body/{{{ENV}}}Fault")
+        assert fault.findtext("faultcode") == "SOAP-ENV:Server"
+        assert fault.findtext("faultstring") == "storage unavailable: try again shortly"
+    finally:
+        cluster.start()
+
+    lease = envelope(context, "bus_facade_eventNotification", "getBatch", None,
+                     {"markAsReadInd": "N"})  # fmt: skip
+
+    async def pulled_all() -> bool:
+        async with relay.http.post(
+            f"{relay.url}/soap/pull", data=lease, headers={"Content-Type": "text/xml"}
+        ) as resp:
+            if resp.status != 200:  # the pool may still be reconnecting: a Fault again
+                return False
+            answer = decode(etree.fromstring(await resp.read()).find(".//return"))
+        return answer["resultData"]["bus_entity_eventNotificationBatch"]["eventCount"] == "4"
+
+    await wait_for(pulled_all, 30, "the four events back once PostgreSQL answers")

@@ -164,6 +164,22 @@ async def test_oversized_and_wrong_type_bodies_are_refused(relay):
         relay, envelope(None, "bus_facade_context", "login"), "text/plain"
     )
     assert (status, message) == (415, "Content-Type must be text/xml (SOAP 1.1)")
+
+    async def chunks(data: bytes, size: int):
+        for i in range(0, len(data), size):
+            yield data[i : i + size]
+
+    # Chunked, with no Content-Length to check first: cut off once past the limit.
+    async with relay.http.post(
+        f"{relay.url}/soap/pull", data=chunks(big, 4096), headers={"Content-Type": "text/xml"}
+    ) as resp:
+        assert resp.status == 413
+    # A valid call in many small chunks is read whole.
+    call = envelope(None, "bus_facade_context", "login", {"userName": "feed", "password": TOKEN})
+    async with relay.http.post(
+        f"{relay.url}/soap/pull", data=chunks(call, 17), headers={"Content-Type": "text/xml"}
+    ) as resp:
+        assert resp.status == 200 and b"beanId" in await resp.read()
     await still_serves(relay)
 
 

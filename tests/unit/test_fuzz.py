@@ -173,6 +173,8 @@ def names_a_key(config: dict, key: str, what: str) -> bool:
         last = i == len(parts) - 1
         if part.startswith("["):
             index = int(part.strip("[]"))
+            if isinstance(node, str) and index == 0:  # one string for a list of strings
+                continue
             if not isinstance(node, list) or index >= len(node):
                 return False
             node = node[index]
