@@ -92,18 +92,23 @@ def ftp_toml(port: int, extra: str = "") -> str:
         base_toml()
         + f'[destinations.logs]\ntype = "ftp"\nhost = "127.0.0.1"\nport = {port}\n'
         + 'username = "relay"\npassword = "s3cret"\ntimeout = "5s"\nupload_every = "1h"\n'
+        + 'retry = { initial = "50ms", max = "100ms", max_attempts = 5 }\n'
         + extra
         + ROUTE.format(name="logs")
     )
 
 
+def uploaded(ftp) -> dict[str, bytes]:
+    """Files under a final name (the hidden .part one comes first, then is renamed)."""
+    return {name: data for name, data in ftp.files().items() if not name.startswith(".")}
+
+
 async def test_a_non_ascii_id_is_delivered_by_ftp(make_relay, ftp):
     relay = await make_relay(ftp_toml(ftp.server_port))
     assert (await relay.post_events(bounce())).status == 202
-    code, _, err = await flush_cli(relay.config_path, "logs")
-    assert code == 0, err
-    await wait_for(lambda: ftp.files(), 10, "the upload")
-    (data,) = ftp.files().values()
+    relay.runtime.dispatchers["logs"].flush()  # the period's end, now
+    await wait_for(lambda: uploaded(ftp), 10, "the upload under its final name")
+    (data,) = uploaded(ftp).values()
     assert orjson.loads(data)["id"] == ID
 
 
@@ -125,10 +130,9 @@ async def test_csv_cells_are_neutralised_unless_asked_raw(make_relay, ftp, raw):
     extra = 'format = "csv"\n' + ("csv_raw = true\n" if raw else "")
     relay = await make_relay(ftp_toml(ftp.server_port, extra))
     assert (await relay.post_events(bounce("csv-1", **FORMULAS))).status == 202
-    code, _, err = await flush_cli(relay.config_path, "logs")
-    assert code == 0, err
-    await wait_for(lambda: ftp.files(), 10, "the upload")
-    (data,) = ftp.files().values()
+    relay.runtime.dispatchers["logs"].flush()  # the period's end, now
+    await wait_for(lambda: uploaded(ftp), 10, "the upload under its final name")
+    (data,) = uploaded(ftp).values()
     (row,) = list(csv.DictReader(io.StringIO(data.decode(), newline="")))
     for key, value in FORMULAS.items():
         safe = key in "ghi" or raw
