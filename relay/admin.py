@@ -392,7 +392,9 @@ class Admin:
         if dry_run:
             return {"matched": len(found), "sample_ids": found[:SAMPLE_IDS]}
         replayed = found
-        self.runtime.wake([destination] if destination else self.runtime.dispatchers)
+        await self.runtime.recover(
+            [destination] if destination else list(self.runtime.config.destinations)
+        )
         parts = [
             f"{k}={v}"
             for k, v in (

@@ -14,8 +14,8 @@ from pathlib import Path
 import orjson
 
 from . import __version__, tail
-from .config import Config, ConfigError, HttpDestination, find_config, load
-from .confread import parse_duration
+from .config import Config, ConfigError, HttpDestination, find_config, load, node_name
+from .confread import parse_duration, parse_listen
 from .dispatch_log import DispatchLog
 from .store import DestinationStats, SqliteStore, StorageUnavailable, make_store
 from .text import one_line
@@ -54,6 +54,9 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument("-c", "--config", default=argparse.SUPPRESS, help="config file")
+    common.add_argument(
+        "--db", default=argparse.SUPPRESS, metavar="PATH", help="SQLite database (storage.path)"
+    )
     p = _Parser(prog="relay", description="A durable event relay for mail platforms.")
     p.add_argument(
         "-c",
@@ -62,11 +65,22 @@ def _parser() -> argparse.ArgumentParser:
         help="config file (default: $RELAY_CONFIG, "
         "./relay.toml, /etc/relay/relay.toml, else embedded defaults)",
     )
+    p.add_argument(
+        "--db",
+        default=None,
+        metavar="PATH",
+        help="the SQLite database, overriding storage.path (default: relay.db)",
+    )
     p.add_argument("--version", action="version", version=f"relay {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add = lambda name, help: sub.add_parser(name, parents=[common], help=help)  # noqa: E731
-    add("serve", "run the daemon")
-    add("check-config", "validate the config and print what it would run")
+    listen_help = "listen on HOST:PORT, overriding server.listen (default: 127.0.0.1:8080)"
+    serve = add("serve", "run the daemon")
+    serve.add_argument("--listen", metavar="HOST:PORT", help=listen_help)
+    check = add(
+        "check-config", "report every problem of the config at once, or print what it would run"
+    )
+    check.add_argument("--listen", metavar="HOST:PORT", help=listen_help)
     sh = add("show", "explain one event: its destinations, their state and every attempt")
     sh.add_argument("event_id")
     sh.add_argument("--json", action="store_true", help="what GET /v1/admin/events/{id} returns")
@@ -123,11 +137,28 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(name)s %(levelname)s %(message)s", stream=sys.stderr
     )
     try:
-        config = load(find_config(args.config))
+        config = load_config(args)
         return COMMANDS[args.command](args, config)
-    except (ConfigError, Failed, StorageUnavailable) as exc:
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"relay: {problem}", file=sys.stderr)
+        if len(exc.problems) > 1:
+            print(f"relay: {len(exc.problems)} problems in the config", file=sys.stderr)
+        return 1
+    except (Failed, StorageUnavailable) as exc:
         print(f"relay: {exc}", file=sys.stderr)
         return 1
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    """The config file found for `-c`, with `--listen` and `--db` applied over it."""
+    listen = getattr(args, "listen", None)
+    if listen is not None:
+        try:
+            parse_listen(listen)
+        except ValueError as exc:
+            raise Failed(f"--listen: {exc}") from None
+    return load(find_config(args.config), listen, args.db)
 
 
 def _with_store(config: Config, work: Callable[[SqliteStore], Awaitable[int]]) -> int:
@@ -154,13 +185,15 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     from .daemon import StartupError, serve
 
     try:
-        uvloop.run(serve(config, find_config(args.config)))
+        uvloop.run(serve(config, lambda: load_config(args)))
     except StartupError as exc:
         raise Failed(str(exc)) from None
     return 0
 
 
 def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
+    """Problems are reported by `main` (every one, each with its key path, exit 1); a
+    config without any prints what would run: the effective destinations and routes."""
     print(f"config: {config.source}")
     db = config.storage.path if config.storage.backend == "sqlite" else "postgres (storage.dsn)"
     print(f"listen: {config.server.host}:{config.server.port}  database: {db}")
@@ -171,7 +204,10 @@ def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
         else:
             where = d.describe() if hasattr(d, "describe") else "pull API"
         print(f"  {name:<16} {d.type:<5} {where}")
-    print("routes:")
+    if not config.routes:
+        print("routes: none (routes = []: every event is unrouted)")
+    else:
+        print("routes:")
     for r in config.routes:
         types = "*" if len(r.event_types) == 13 else ",".join(sorted(r.event_types))
         match = " ".join(f"{k}={'|'.join(sorted(v))}" for k, v in r.match)
@@ -185,8 +221,13 @@ def cmd_stats(args: argparse.Namespace, config: Config) -> int:
         for name in config.destinations:
             stats.destinations.setdefault(name, DestinationStats())
         if args.json:
-            print(orjson.dumps(stats.as_dict()).decode())
+            out = stats.as_dict()
+            if config.storage.backend == "postgres":
+                out["node"] = node_name(config)
+            print(orjson.dumps(out).decode())
             return 0
+        if config.storage.backend == "postgres":  # which node `relay serve` here runs as
+            print(f"node: {node_name(config)}")
         print(f"events: {stats.events}  unrouted: {stats.unrouted}")
         print(
             f"{'destination':<20}{'pending':>10}{'leased':>10}{'dead':>10}{'delivered':>12}  oldest pending"
@@ -208,6 +249,13 @@ async def _admin(store: SqliteStore, config: Config, log: DispatchLog | None = N
 
     from .admin import Admin
 
+    async def recover(names: list[str]) -> None:
+        """A replay from the command line: ask the running daemon to send now (an open
+        circuit probes at once), through the flush requests it reads every second."""
+        for name in names:  # only webhooks have a circuit to probe
+            if isinstance(config.destinations.get(name), HttpDestination):
+                await store.request_flush(name)
+
     runtime = SimpleNamespace(
         store=store,
         config=config,
@@ -215,6 +263,7 @@ async def _admin(store: SqliteStore, config: Config, log: DispatchLog | None = N
         dispatchers={},
         pull_activity={},
         wake=lambda names: None,
+        recover=recover,
         log=log,
     )
     return Admin(runtime)

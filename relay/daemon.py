@@ -13,11 +13,12 @@ import gc
 import logging
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
 
-from .config import Config, ConfigError, PullDestination, load
+from .config import Config, ConfigError, PullDestination, node_name
 from .dispatch_log import DispatchLog
 from .guard import LIMITS
 from .limits import ListenSite
@@ -41,9 +42,11 @@ class StartupError(Exception):
 class Daemon:
     """One relay process: `start()`, then `run()` until a signal, then `stop()`."""
 
-    def __init__(self, config: Config, config_path: Path | None = None) -> None:
+    def __init__(self, config: Config, reload: Callable[[], Config] | None = None) -> None:
         self.config = config
-        self.config_path = config_path
+        # SIGHUP reads the config again through this (the file, with the command line's
+        # overrides); None: the config cannot change.
+        self._load = reload or (lambda: config)
         self.runtime: Runtime | None = None
         self.port: int | None = None  # the bound port (useful when listening on port 0)
         self._runner: web.AppRunner | None = None
@@ -54,7 +57,7 @@ class Daemon:
 
     async def start(self) -> None:
         config = self.config
-        store = make_store(config.storage)
+        store = make_store(config.storage, node_name(config))
         try:
             await store.open()
         except (StorageUnavailable, OSError) as exc:
@@ -95,11 +98,12 @@ class Daemon:
         gc.freeze()
         gc.set_threshold(20_000, 50, 100)
         log.info(
-            "started listen=%s:%d db=%s destinations=%d",
+            "started listen=%s:%d db=%s destinations=%d%s",
             config.server.host,
             self.port,
             config.storage.path if config.storage.backend == "sqlite" else "postgres",
             len(config.destinations),
+            f" node={node}" if node else "",
         )
         self.notify.ready("started")  # store, web and dispatchers are all up
         self._heartbeat.start()
@@ -167,9 +171,9 @@ class Daemon:
         assert runtime is not None
         runtime.log.reopen()
         try:
-            config = load(self.config_path)
+            config = self._load()
         except ConfigError as exc:
-            log.error("reload rejected, keeping the running config: %s", exc)
+            log.error("reload rejected, keeping the running config: %s", "; ".join(exc.problems))
             return
         old = runtime.config
         if (config.server, config.storage) != (old.server, old.storage):
@@ -195,8 +199,8 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self._hup.set)
 
 
-async def serve(config: Config, config_path: Path | None) -> None:
-    daemon = Daemon(config, config_path)
+async def serve(config: Config, reload: Callable[[], Config]) -> None:
+    daemon = Daemon(config, reload)
     await daemon.start()
     daemon.install_signal_handlers()
     try:

@@ -34,6 +34,33 @@ TRIGGERS = {trigger: etype for etype, (trigger, _) in VOCABULARY.items()}
 HEADER_EVENTS = frozenset({"delivery_attempt", "delivery"})
 ATTEMPT_STATUSES = frozenset({"success", "failure", "failure_toolong", "deferral", "connmaxout"})
 
+# The fields relay knows have one JSON type each: a number is not an email, an integer is
+# not a string. Other fields may be any scalar and are passed on as given.
+_STRING, _NUMBER, _BOOLEAN = "a string", "a number", "true or false"
+FIELD_TYPES: dict[str, str] = {
+    **dict.fromkeys(
+        (
+            "email", "listid", "sendid", "mail_class", "click_tracking_id", "status",
+            "message", "outmtaid_ip", "from_address", "engine_ip", "user_agent",
+            "click_url", "phone", "bot_reason",
+        ),
+        _STRING,
+    ),
+    "timestamp": _NUMBER,
+    "injected_time": _NUMBER,
+    "is_bot": _BOOLEAN,
+    "first": _BOOLEAN,
+}  # fmt: skip
+
+
+def _has_type(value: object, kind: str) -> bool:
+    if kind is _STRING:
+        return isinstance(value, str)
+    if kind is _BOOLEAN:
+        return isinstance(value, bool)
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 # Documented limits (README "Limits").
 MAX_ID = 128
 MAX_FIELDS = 100
@@ -138,6 +165,11 @@ def validate(index: int, item: object, received_at: float, problems: list[Proble
             problems.append(Problem(index, key[:MAX_KEY], f"field name longer than {MAX_KEY}"))
         elif key == "headers":
             _check_headers(index, value, problems)
+        elif (kind := FIELD_TYPES.get(key)) is not None and value is not None:
+            if not _has_type(value, kind):
+                problems.append(Problem(index, key, f"must be {kind}"))
+            elif kind is _STRING and len(value) > MAX_STRING:
+                problems.append(Problem(index, key, f"longer than {MAX_STRING} characters"))
         else:
             _check_scalar(index, key, value, problems)
     event_id = item.get("id")
@@ -159,8 +191,6 @@ def validate(index: int, item: object, received_at: float, problems: list[Proble
             value = item.get(field)
             if value is None or value == "":
                 problems.append(Problem(index, field, "required"))
-            elif not isinstance(value, str | int) or isinstance(value, bool):
-                problems.append(Problem(index, field, "must be a string"))
         email = item.get("email")
         if isinstance(email, str) and email and ("@" not in email or len(email) > 254):
             problems.append(Problem(index, "email", "not an email address"))

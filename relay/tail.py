@@ -116,6 +116,15 @@ def run(
             file=sys.stderr,
         )
         return 1
+    if not os.path.exists(path):
+        where = (
+            f"no dispatch log at {os.path.abspath(path)}"
+            " ([log] dispatch; has relay serve run with this config?)"
+        )
+        if not follow:
+            print(f"relay tail: {where}", file=sys.stderr)
+            return 1
+        print(f"relay tail: {where}; waiting for it", file=sys.stderr, flush=True)
     try:
         for raw in lines(path, follow):
             try:

@@ -268,7 +268,7 @@ def curl(dest: Any, event: dict[str, Any]) -> str:
     headers.append(("webhook-id", "<webhook-id>"))
     if dest.signing_key is not None:
         headers.append(("webhook-timestamp", "<unix time>"))
-        headers.append(("webhook-signature", "<v1,signature made with signing_key>"))
+        headers.append(("webhook-signature", "<v1,signature made with signing_secret>"))
     lines = [f"curl -X {dest.method} {shlex.quote(url)}"]
     lines += [f"  -H {shlex.quote(f'{k}: {v}')}" for k, v in headers]
     if body is not None:

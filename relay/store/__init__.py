@@ -51,11 +51,12 @@ __all__ = [
 ]
 
 
-def make_store(storage: StorageConfig) -> Store:
-    """The configured backend's store, not yet opened (`[storage] backend`)."""
+def make_store(storage: StorageConfig, node: str | None = None) -> Store:
+    """The configured backend's store, not yet opened (`[storage] backend`); `node` names
+    this node among those sharing a PostgreSQL queue (`config.node_name`)."""
     if storage.backend == "postgres":
         from .postgres import PostgresStore  # asyncpg is only loaded when used
 
         assert storage.dsn is not None  # config.py requires it for this backend
-        return PostgresStore(storage.dsn, pool_size=storage.pool_size)
+        return PostgresStore(storage.dsn, pool_size=storage.pool_size, node=node)
     return SqliteStore(storage.path)

@@ -387,7 +387,9 @@ async def test_open_on_loopback_without_tokens_and_audited_as_loopback(make_rela
 
 async def test_no_console_tokens_on_a_public_listener_is_refused(make_relay):
     relay = await make_relay(
-        base_toml(listen="0.0.0.0:0") + '[ingest]\ntokens = ["ingest-secret"]\n'
+        base_toml(listen="0.0.0.0:0")
+        + '[ingest]\ntokens = ["ingest-secret"]\n'
+        + PULL.replace('type = "pull"', 'type = "pull"\ntokens = ["pull-secret"]')
     )
     for method, path in [("GET", "/v1/admin/destinations"), ("POST", "/v1/admin/replay")]:
         status, data, _ = await call(relay, method, path, {"destination": "*"}, headers={})

@@ -217,6 +217,6 @@ async def test_flush_with_nothing_due_uploads_nothing(make_relay, ftp):
     dispatcher = relay.runtime.dispatchers["logs"]
     dispatcher.flush()
     # The flush is done when the dispatcher has looked for due deliveries and found none.
-    await wait_for(lambda: dispatcher._flush is False, 10, "the flush")
+    await wait_for(lambda: not dispatcher._flush, 10, "the flush")
     assert dispatcher.rounds == 0
     assert ftp.files() == {} and ftp.stored == []
