@@ -296,10 +296,11 @@ def _bracketed(host: str | None) -> str:
 
 def _hosts(t: Table, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
     """Host names without a port (any port matches); `"*"` means any host."""
+    given = t.str_list(key)
     if not t.has(key):
         return default
     hosts = []
-    for i, raw in enumerate(t.str_list(key)):
+    for i, raw in enumerate(given):
         host = raw.strip().lower().rstrip(".")
         if host != "*" and (
             not host
