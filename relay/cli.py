@@ -18,6 +18,7 @@ from .config import Config, ConfigError, HttpDestination, find_config, load, nod
 from .confread import parse_duration, parse_listen
 from .dispatch_log import DispatchLog
 from .store import DestinationStats, SqliteStore, StorageUnavailable, make_store
+from .text import one_line
 
 
 class Failed(Exception):
@@ -269,7 +270,9 @@ def cmd_stats(args: argparse.Namespace, config: Config) -> int:
         )
         for name, d in sorted(stats.destinations.items()):
             age = "-" if d.oldest_pending_s is None else f"{d.oldest_pending_s:.1f}s"
-            print(f"{name:<20}{d.pending:>10}{d.leased:>10}{d.dead:>10}{d.delivered:>12}  {age}")
+            print(
+                f"{one_line(name):<20}{d.pending:>10}{d.leased:>10}{d.dead:>10}{d.delivered:>12}  {age}"
+            )
         return 0
 
     return _with_store(config, work)
@@ -310,7 +313,7 @@ def cmd_show(args: argparse.Namespace, config: Config) -> int:
         if args.json:
             print(orjson.dumps(view).decode())
         else:
-            print("\n".join(show_lines(view)))
+            print("\n".join(one_line(line) for line in show_lines(view)))
         return 0
 
     return _with_store(config, work)
@@ -361,7 +364,9 @@ def cmd_dead(args: argparse.Namespace, config: Config) -> int:
                     print(orjson.dumps(r.as_dict()).decode())
                 else:
                     print(
-                        f"{r.event_id}  {r.destination}  {r.event_type}  attempts={r.attempts}  {r.last_error or ''}"
+                        one_line(
+                            f"{r.event_id}  {r.destination}  {r.event_type}  attempts={r.attempts}  {r.last_error or ''}"
+                        )
                     )
             return 0
     else:
