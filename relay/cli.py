@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING
 import orjson
 
 from . import __version__, tail
-from .config import Config, ConfigError, HttpDestination, find_config, load
-from .config.reader import parse_duration
+from .config import Config, ConfigError, HttpDestination, find_config, load, node_name
+from .config.reader import parse_duration, parse_listen
 from .dispatch.log import DispatchLog
 from .domain.replay import ReplayError, ReplayRequest
+from .domain.text import one_line
 from .store import DestinationStats, StorageUnavailable, make_store
 
 if TYPE_CHECKING:
@@ -58,6 +59,9 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument("-c", "--config", default=argparse.SUPPRESS, help="config file")
+    common.add_argument(
+        "--db", default=argparse.SUPPRESS, metavar="PATH", help="SQLite database (storage.path)"
+    )
     p = _Parser(prog="relay", description="A durable event relay for mail platforms.")
     p.add_argument(
         "-c",
@@ -66,53 +70,107 @@ def _parser() -> argparse.ArgumentParser:
         help="config file (default: $RELAY_CONFIG, "
         "./relay.toml, /etc/relay/relay.toml, else embedded defaults)",
     )
+    p.add_argument(
+        "--db",
+        default=None,
+        metavar="PATH",
+        help="the SQLite database, overriding storage.path (default: relay.db)",
+    )
     p.add_argument("--version", action="version", version=f"relay {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add = lambda name, help: sub.add_parser(name, parents=[common], help=help)  # noqa: E731
-    add("serve", "run the daemon")
-    add("check-config", "validate the config and print what it would run")
+    listen_help = "listen on HOST:PORT, overriding server.listen (default: 127.0.0.1:8080)"
+    serve = add("serve", "run the daemon")
+    serve.add_argument("--listen", metavar="HOST:PORT", help=listen_help)
+    check = add(
+        "check-config", "report every problem of the config at once, or print what it would run"
+    )
+    check.add_argument("--listen", metavar="HOST:PORT", help=listen_help)
     sh = add("show", "explain one event: its destinations, their state and every attempt")
-    sh.add_argument("event_id")
-    sh.add_argument("--json", action="store_true", help="what GET /v1/admin/events/{id} returns")
+    sh.add_argument(
+        "event_id",
+        help="the event's id, as the 202 answer, the dispatch log or the console show it",
+    )
+    sh.add_argument(
+        "--json", action="store_true", help="print what GET /v1/admin/events/{id} answers"
+    )
     s = add("stats", "per destination: pending, leased, dead, delivered, oldest pending")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     t = add("tail", "read or follow the dispatch log")
-    t.add_argument("-f", "--follow", action="store_true")
-    t.add_argument("--json", action="store_true")
-    t.add_argument("--destination")
-    t.add_argument("--event-type")
-    t.add_argument("--outcome", choices=["delivered", "retry", "dead", "leased", "acked"])
+    t.add_argument(
+        "-f", "--follow", action="store_true", help="keep printing lines as they are written"
+    )
+    t.add_argument("--json", action="store_true", help="print the log's JSON lines as they are")
+    t.add_argument("--destination", help="only this destination's lines")
+    t.add_argument("--event-type", help="only this event type's lines (hides audit lines)")
+    t.add_argument(
+        "--outcome",
+        choices=["delivered", "retry", "dead", "leased", "acked"],
+        help="only lines with this outcome (hides audit lines)",
+    )
     dead = add("dead", "list or replay dead deliveries")
     dsub = dead.add_subparsers(dest="dead_command", required=True, metavar="list|replay")
     dl = dsub.add_parser("list", parents=[common], help="list dead deliveries")
-    dl.add_argument("--destination")
-    dl.add_argument("--json", action="store_true")
-    dl.add_argument("--limit", type=int, default=1000)
+    dl.add_argument("--destination", help="only this destination's dead deliveries")
+    dl.add_argument("--json", action="store_true", help="one JSON object a line")
+    dl.add_argument("--limit", type=int, default=1000, help="print at most this many, oldest first")
     dr = dsub.add_parser("replay", parents=[common], help="make dead deliveries pending again")
-    dr.add_argument("--destination")
-    dr.add_argument("--id", action="append", default=[], dest="ids", help="event id (repeatable)")
-    dr.add_argument("--since", type=parse_time)
-    dr.add_argument("--until", type=parse_time)
-    dr.add_argument("--dry-run", action="store_true")
-    dr.add_argument("--group", help="a failure group's id, as the console shows it")
-    dr.add_argument("--rate", type=float, help="at most this many events/s, spread out")
+    dr.add_argument(
+        "--destination",
+        help="only this destination's dead deliveries; '*' for every destination (a replay "
+        "says what to replay: a destination, ids, a time range or a group)",
+    )
+    dr.add_argument(
+        "--id", action="append", default=[], dest="ids", metavar="ID", help="event id (repeatable)"
+    )
+    dr.add_argument(
+        "--since",
+        type=parse_time,
+        metavar="T",
+        help="events received at or after T (epoch, ISO 8601 or an age: 2h)",
+    )
+    dr.add_argument("--until", type=parse_time, metavar="T", help="events received before T")
+    dr.add_argument(
+        "--dry-run", action="store_true", help="count what would be replayed, change nothing"
+    )
+    dr.add_argument("--group", metavar="G", help="a failure group's id, as the console shows it")
+    dr.add_argument(
+        "--rate",
+        type=float,
+        metavar="R",
+        help="at most R events a second (0.001 to 1e6), oldest first",
+    )
     pa = add("pause", "stop sending to a destination (its backlog is kept)")
-    pa.add_argument("destination")
-    pa.add_argument("--for", dest="duration", help="resume by itself after this long, e.g. 30m")
-    add("resume", "start sending to a paused destination again").add_argument("destination")
+    pa.add_argument("destination", help="a destination name")
+    pa.add_argument(
+        "--for",
+        dest="duration",
+        metavar="DURATION",
+        help="resume by itself after this long, e.g. 30m",
+    )
+    add("resume", "start sending to a paused destination again").add_argument(
+        "destination", help="a destination name"
+    )
     add("flush", "send a digest or upload now instead of at the end of its period").add_argument(
-        "destination"
+        "destination", help="an email, ftp or sftp destination"
     )
     lk = add("link", "print one signed tracking URL")
-    lk.add_argument("--kind", required=True, choices=["click", "open", "unsub", "signup"])
-    lk.add_argument("--email")
-    lk.add_argument("--url")
-    lk.add_argument("--listid")
-    lk.add_argument("--sendid")
-    lk.add_argument("--click-tracking-id")
-    lk.add_argument("--mail-class")
+    lk.add_argument(
+        "--kind",
+        required=True,
+        choices=["click", "open", "unsub", "signup"],
+        help="the link's kind",
+    )
+    lk.add_argument("--email", help="the recipient (required except for signup)")
+    lk.add_argument(
+        "--url", help="click: the target; unsub: the landing page; signup: the thank-you page"
+    )
+    lk.add_argument("--listid", help="the list, carried into the event")
+    lk.add_argument("--sendid", help="the send or campaign, carried into the event")
+    lk.add_argument("--click-tracking-id", help="which link or placement, carried into the event")
+    lk.add_argument("--mail-class", help="the kind of mail, carried into the event")
     add("backup", "a consistent copy of the database, safe while the daemon runs").add_argument(
-        "path"
+        "path", help="where to write the copy; it must not exist yet"
     )
     db = add("db", "database maintenance")
     db.add_subparsers(dest="db_command", required=True, metavar="migrate").add_parser(
@@ -127,11 +185,28 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(name)s %(levelname)s %(message)s", stream=sys.stderr
     )
     try:
-        config = load(find_config(args.config))
+        config = load_config(args)
         return COMMANDS[args.command](args, config)
-    except (ConfigError, Failed, StorageUnavailable) as exc:
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"relay: {problem}", file=sys.stderr)
+        if len(exc.problems) > 1:
+            print(f"relay: {len(exc.problems)} problems in the config", file=sys.stderr)
+        return 1
+    except (Failed, StorageUnavailable) as exc:
         print(f"relay: {exc}", file=sys.stderr)
         return 1
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    """The config file found for `-c`, with `--listen` and `--db` applied over it."""
+    listen = getattr(args, "listen", None)
+    if listen is not None:
+        try:
+            parse_listen(listen)
+        except ValueError as exc:
+            raise Failed(f"--listen: {exc}") from None
+    return load(find_config(args.config), listen, args.db)
 
 
 def _with_store(config: Config, work: Callable[[SqliteStore], Awaitable[int]]) -> int:
@@ -158,13 +233,15 @@ def cmd_serve(args: argparse.Namespace, config: Config) -> int:
     from .daemon import StartupError, serve
 
     try:
-        uvloop.run(serve(config, find_config(args.config)))
+        uvloop.run(serve(config, lambda: load_config(args)))
     except StartupError as exc:
         raise Failed(str(exc)) from None
     return 0
 
 
 def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
+    """Problems are reported by `main` (every one, each with its key path, exit 1); a
+    config without any prints what would run: the effective destinations and routes."""
     print(f"config: {config.source}")
     db = config.storage.path if config.storage.backend == "sqlite" else "postgres (storage.dsn)"
     print(f"listen: {config.server.host}:{config.server.port}  database: {db}")
@@ -175,7 +252,10 @@ def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
         else:
             where = d.describe() if hasattr(d, "describe") else "pull API"
         print(f"  {name:<16} {d.type:<5} {where}")
-    print("routes:")
+    if not config.routes:
+        print("routes: none (routes = []: every event is unrouted)")
+    else:
+        print("routes:")
     for r in config.routes:
         types = "*" if len(r.event_types) == 13 else ",".join(sorted(r.event_types))
         match = " ".join(f"{k}={'|'.join(sorted(v))}" for k, v in r.match)
@@ -189,15 +269,22 @@ def cmd_stats(args: argparse.Namespace, config: Config) -> int:
         for name in config.destinations:
             stats.destinations.setdefault(name, DestinationStats())
         if args.json:
-            print(orjson.dumps(stats.as_dict()).decode())
+            out = stats.as_dict()
+            if config.storage.backend == "postgres":
+                out["node"] = node_name(config)
+            print(orjson.dumps(out).decode())
             return 0
+        if config.storage.backend == "postgres":  # which node `relay serve` here runs as
+            print(f"node: {node_name(config)}")
         print(f"events: {stats.events}  unrouted: {stats.unrouted}")
         print(
             f"{'destination':<20}{'pending':>10}{'leased':>10}{'dead':>10}{'delivered':>12}  oldest pending"
         )
         for name, d in sorted(stats.destinations.items()):
             age = "-" if d.oldest_pending_s is None else f"{d.oldest_pending_s:.1f}s"
-            print(f"{name:<20}{d.pending:>10}{d.leased:>10}{d.dead:>10}{d.delivered:>12}  {age}")
+            print(
+                f"{one_line(name):<20}{d.pending:>10}{d.leased:>10}{d.dead:>10}{d.delivered:>12}  {age}"
+            )
         return 0
 
     return _with_store(config, work)
@@ -210,6 +297,13 @@ async def _admin(store: SqliteStore, config: Config, log: DispatchLog | None = N
 
     from .admin import Admin
 
+    async def recover(names: list[str]) -> None:
+        """A replay from the command line: ask the running daemon to send now (an open
+        circuit probes at once), through the flush requests it reads every second."""
+        for name in names:  # only webhooks have a circuit to probe
+            if isinstance(config.destinations.get(name), HttpDestination):
+                await store.request_flush(name)
+
     runtime = SimpleNamespace(
         store=store,
         config=config,
@@ -217,6 +311,7 @@ async def _admin(store: SqliteStore, config: Config, log: DispatchLog | None = N
         dispatchers={},
         outcomes=SimpleNamespace(activities={}),
         wake=lambda names: None,
+        recover=recover,
         log=log,
     )
     return Admin(runtime)
@@ -230,7 +325,7 @@ def cmd_show(args: argparse.Namespace, config: Config) -> int:
         if args.json:
             print(orjson.dumps(view).decode())
         else:
-            print("\n".join(show_lines(view)))
+            print("\n".join(one_line(line) for line in show_lines(view)))
         return 0
 
     return _with_store(config, work)
@@ -281,7 +376,9 @@ def cmd_dead(args: argparse.Namespace, config: Config) -> int:
                     print(orjson.dumps(r.as_dict()).decode())
                 else:
                     print(
-                        f"{r.event_id}  {r.destination}  {r.event_type}  attempts={r.attempts}  {r.last_error or ''}"
+                        one_line(
+                            f"{r.event_id}  {r.destination}  {r.event_type}  attempts={r.attempts}  {r.last_error or ''}"
+                        )
                     )
             return 0
     else:

@@ -13,11 +13,12 @@ import gc
 import logging
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
 
-from .config import Config, ConfigError, PullDestination, load
+from .config import Config, ConfigError, PullDestination, node_name
 from .dispatch.log import DispatchLog
 from .dispatch.wakeups import Wakeups
 from .domain.routing import Router
@@ -28,6 +29,8 @@ from .store import StorageUnavailable, make_store
 from .store.spool import Spool
 from .systemd import Heartbeat, Notifier, status_line
 from .web.app import create_app
+from .web.guard import LIMITS
+from .web.limits import ListenSite
 
 log = logging.getLogger("relay")
 
@@ -42,9 +45,11 @@ class StartupError(Exception):
 class Daemon:
     """One relay process: `start()`, then `run()` until a signal, then `stop()`."""
 
-    def __init__(self, config: Config, config_path: Path | None = None) -> None:
+    def __init__(self, config: Config, reload: Callable[[], Config] | None = None) -> None:
         self.config = config
-        self.config_path = config_path
+        # SIGHUP reads the config again through this (the file, with the command line's
+        # overrides); None: the config cannot change.
+        self._load = reload or (lambda: config)
         self.runtime: Runtime | None = None
         self.port: int | None = None  # the bound port (useful when listening on port 0)
         self._runner: web.AppRunner | None = None
@@ -57,7 +62,9 @@ class Daemon:
         config = self.config
         # Built first, so the store (another node's NOTIFY) can wake dispatchers later on.
         metrics, wakeups = Metrics(), Wakeups()
-        store = make_store(config.storage, on_commit=metrics.committed, on_wake=wakeups.wake)
+        store = make_store(
+            config.storage, node_name(config), on_commit=metrics.committed, on_wake=wakeups.wake
+        )
         try:
             await store.open()
         except (StorageUnavailable, OSError) as exc:
@@ -72,14 +79,20 @@ class Daemon:
             await spool.open()
         router = Router(config.routes, config.destinations)
         intake = Intake(store, router, metrics, wakeups.wake, spool)
-        dispatch_log = DispatchLog(config.dispatch_log, store.node)  # node: a cluster shares it
+        node = store.node  # several nodes share a PostgreSQL queue
+        dispatch_log = DispatchLog(config.dispatch_log, node)
         self.runtime = runtime = Runtime(config, store, dispatch_log, metrics, wakeups, intake)
+        app = create_app(runtime)
         self._runner = web.AppRunner(
-            create_app(runtime), access_log=None, handle_signals=False, shutdown_timeout=5.0
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=5.0,
+            keepalive_timeout=config.server.idle_timeout_s,
         )
         try:
             await self._runner.setup()
-            site = web.TCPSite(self._runner, config.server.host, config.server.port)
+            site = ListenSite(self._runner, config.server.host, config.server.port, app[LIMITS])
             await site.start()
         except OSError as exc:
             await self._runner.cleanup()
@@ -94,11 +107,12 @@ class Daemon:
         gc.freeze()
         gc.set_threshold(20_000, 50, 100)
         log.info(
-            "started listen=%s:%d db=%s destinations=%d",
+            "started listen=%s:%d db=%s destinations=%d%s",
             config.server.host,
             self.port,
             config.storage.path if config.storage.backend == "sqlite" else "postgres",
             len(config.destinations),
+            f" node={node}" if node else "",
         )
         self.notify.ready("started")  # store, web and dispatchers are all up
         self._heartbeat.start()
@@ -165,9 +179,9 @@ class Daemon:
         assert runtime is not None
         runtime.log.reopen()
         try:
-            config = load(self.config_path)
+            config = self._load()
         except ConfigError as exc:
-            log.error("reload rejected, keeping the running config: %s", exc)
+            log.error("reload rejected, keeping the running config: %s", "; ".join(exc.problems))
             return
         old = runtime.config
         if (config.server, config.storage) != (old.server, old.storage):
@@ -193,8 +207,8 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self._hup.set)
 
 
-async def serve(config: Config, config_path: Path | None) -> None:
-    daemon = Daemon(config, config_path)
+async def serve(config: Config, reload: Callable[[], Config]) -> None:
+    daemon = Daemon(config, reload)
     await daemon.start()
     daemon.install_signal_handlers()
     try:

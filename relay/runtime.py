@@ -94,6 +94,12 @@ class Runtime:
     def wake(self, destinations: Iterable[str]) -> None:
         self.wakeups.wake(destinations)
 
+    async def recover(self, destinations: Iterable[str]) -> None:
+        """After an operator's replay: each destination sends now, an open circuit probes."""
+        for name in destinations:
+            if (d := self.dispatchers.get(name)) is not None:
+                d.recover()
+
     def is_paused(self, destination: str) -> bool:
         return destination in self.paused
 
@@ -167,7 +173,7 @@ class Runtime:
         self.paused = paused
         for name, dispatcher in self.dispatchers.items():
             dispatcher.paused = name in paused
-        self.wake(resumed)
+        await self.recover(resumed)
 
     async def take_flushes(self) -> None:
         """Start the digests and uploads that `relay flush` asked for (upkeep, every second)."""
@@ -176,6 +182,8 @@ class Runtime:
             if isinstance(dispatcher, PeriodicDispatcher):
                 dispatcher.flush()
                 log.info("flush destination=%s", name)
+            elif dispatcher is not None:  # `relay dead replay` in another process: send now
+                dispatcher.recover()
             else:
                 log.warning("flush ignored destination=%s reason=not-periodic", name)
 

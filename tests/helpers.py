@@ -51,6 +51,7 @@ class Hit:
     headers: dict[str, str]
     body: bytes
     at: float
+    peer: str = ""  # the client's address (source_address)
 
 
 @dataclass
@@ -98,6 +99,7 @@ class Receiver:
                 dict(request.headers),
                 body,
                 time.time(),
+                request.remote or "",
             )
         )
         if self.delay_s:
@@ -139,7 +141,7 @@ class RunningRelay:
         self.http: aiohttp.ClientSession | None = None
 
     async def start(self) -> RunningRelay:
-        self.daemon = Daemon(load(self.config_path), self.config_path)
+        self.daemon = Daemon(load(self.config_path), lambda: load(self.config_path))
         await self.daemon.start()
         self._upkeep = asyncio.create_task(self.daemon.run())  # pause pickup, purge, reload
         self.url = f"http://127.0.0.1:{self.daemon.port}"

@@ -53,27 +53,41 @@ async def flush_cli(config_path: Path, name: str) -> tuple[int, str, str]:
 
 @dataclass
 class Mailbox:
-    """An aiosmtpd handler: answers DATA from `script` (then 250) and keeps what it took."""
+    """An aiosmtpd handler: answers DATA from `script` (then 250) and keeps what it took.
+
+    `refuse` names recipients whose RCPT gets a 550; `message_ids` has the Message-ID of
+    every DATA, taken or not; `recipients` the accepted RCPTs of each message taken."""
 
     script: list[object] = field(default_factory=list)
     default: object = 250
     messages: list[EmailMessage] = field(default_factory=list)
     attempts: int = 0
+    refuse: frozenset[str] = frozenset()
+    message_ids: list[str] = field(default_factory=list)
+    recipients: list[list[str]] = field(default_factory=list)
     logins: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options) -> str:
+        if address in self.refuse:
+            return "550 5.1.1 no such user here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
     async def handle_DATA(self, server, session, envelope) -> str:
+        parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with self._lock:
             self.attempts += 1
+            self.message_ids.append(str(parsed["Message-ID"]))
             behaviour = self.script.pop(0) if self.script else self.default
         if behaviour == "drop":
             server.transport.close()
             return "421 dropped"
         if behaviour != 250:
             return f"{behaviour} scripted failure"
-        parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
         with self._lock:
             self.messages.append(parsed)  # type: ignore[arg-type]
+            self.recipients.append(list(envelope.rcpt_tos))
         return "250 OK"
 
     def authenticate(self, server, session, envelope, mechanism, auth_data) -> AuthResult:

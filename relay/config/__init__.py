@@ -1,8 +1,11 @@
 """relay's configuration: TOML parsed once into frozen dataclasses.
 
 `load(path)` reads a file; `load(None)` gives the embedded defaults (loopback, `relay.db`,
-one `pull` destination named `default` that every event is routed to). Every error is a
-`ConfigError` whose message names the file and the dotted key.
+one `pull` destination named `default` that every event is routed to). A file that leaves
+out both `[destinations]` and `[[routes]]` keeps that embedded pair; one whose routes reach
+no destination is refused (every event would be unrouted) unless it says `routes = []`.
+Every problem in the file is reported at once, in one `ConfigError`, each naming the file
+and the dotted key.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import base64
 import ipaddress
 import os
+import socket
+import string
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,10 +30,11 @@ from .destinations import (
     parse_ftp,
     parse_sftp,
 )
-from .reader import ConfigError, Table, is_loopback, parse_listen
+from .reader import ConfigError, Table, is_loopback, parse_duration, parse_listen
 
-__all__ = ["Config", "ConfigError", "find_config", "load"]
+__all__ = ["Config", "ConfigError", "find_config", "load", "node_name"]
 
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 SEARCH_PATH = ("relay.toml", "/etc/relay/relay.toml")
 DESTINATION_TYPES = ("http", "email", "ftp", "sftp", "pull")
 MAX_PULL_BATCH = 10_000
@@ -104,6 +110,13 @@ class ServerConfig:
     port: int = 8080
     public_url: str = "http://127.0.0.1:8080"
     trusted_proxies: tuple[str, ...] = ()
+    # Host header names the console, admin API and tokenless routes answer (relay.guard)
+    allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
+    public_hosts: tuple[str, ...] = ("127.0.0.1",)  # tracking links' hosts (public_url's)
+    head_timeout_s: float = 10.0  # a whole request head within this, or the socket closes
+    body_timeout_s: float = 60.0  # a whole request body within this
+    idle_timeout_s: float = 75.0  # an idle keep-alive connection closes after this
+    max_connections: int = 1000  # beyond this, silent sockets are closed, then 503 (but /healthz)
 
     @property
     def loopback(self) -> bool:
@@ -163,6 +176,17 @@ class Config:
     routes: tuple[Route, ...] = (Route(EVENT_TYPES, ("default",)),)
 
 
+def node_name(config: Config) -> str:
+    """This node's name among several sharing a PostgreSQL queue: `$RELAY_NODE`, else the
+    host name and listen port, so two nodes on one host differ without configuration (each
+    frees only its own claims at start) and a restarted node is the same node again. On
+    port 0 (tests), the process id stands in for the port."""
+    if name := os.environ.get("RELAY_NODE"):
+        return name
+    port = config.server.port or f"pid{os.getpid()}"
+    return f"{socket.gethostname()}:{port}"
+
+
 def find_config(explicit: str | None) -> Path | None:
     """`-c PATH`, else $RELAY_CONFIG, else ./relay.toml, else /etc/relay/relay.toml, else None."""
     if explicit:
@@ -172,17 +196,33 @@ def find_config(explicit: str | None) -> Path | None:
     return next((Path(p) for p in SEARCH_PATH if Path(p).is_file()), None)
 
 
-def load(path: Path | None) -> Config:
+def load(path: Path | None, listen: str | None = None, db: str | None = None) -> Config:
+    """The config at `path` (None: the embedded defaults); `listen` and `db` are the
+    command line's `--listen` and `--db`, which override `server.listen` and `storage.path`."""
     if path is None:
+        data: dict = {}
+        name = "<embedded defaults>"
+        base_dir = Path.cwd()
+    else:
+        name = str(path)
+        base_dir = path.parent
+        try:
+            data = tomllib.loads(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"{name}: cannot read: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{name}: not valid TOML: {exc}") from None
+    if listen is not None:
+        data.setdefault("server", {})["listen"] = listen
+    if db is not None:
+        data.setdefault("storage", {})["path"] = str(Path(db).absolute())
+    if path is None and listen is None and db is None:
         return Config()
-    name = str(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{name}: cannot read: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{name}: not valid TOML: {exc}") from None
-    return _parse(Table(data, "", name), path.parent)
+    top = Table(data, "", name)
+    config = _parse(top, base_dir)
+    if top.problems:
+        raise ConfigError(*top.problems)
+    return config
 
 
 def _parse(top: Table, base_dir: Path) -> Config:
@@ -196,12 +236,22 @@ def _parse(top: Table, base_dir: Path) -> Config:
     if dispatch_log != "-":
         dispatch_log = str(base_dir / dispatch_log)
     log.done()
-    dests_table = top.table("destinations")
-    destinations = {
-        name: _destination(dests_table.table(name), name, server, base_dir)
-        for name in list(dests_table.data)
-    }
-    routes = _routes(top, destinations)
+    if not top.has("destinations") and not top.has("routes"):  # the embedded pair
+        destinations, routes = Config().destinations, Config().routes
+        if not server.loopback:  # its pull API would be open to the network
+            top.problem(
+                "required: the embedded pull destination `default` has no tokens, and"
+                f" server.listen is not loopback ({server.host}); define [destinations.default]"
+                ' with type = "pull" and tokens, and [[routes]]',
+                "destinations",
+            )
+    else:
+        dests_table = top.table("destinations")
+        destinations = {}
+        for name in list(dests_table.data):
+            if (dest := _destination(dests_table.table(name), name, server, base_dir)) is not None:
+                destinations[name] = dest
+        routes = _routes(top, set(dests_table.data))
     top.done()
     return Config(
         top.file, server, storage, ingest, tracking, console, dispatch_log, destinations, routes
@@ -213,7 +263,8 @@ def _server(t: Table) -> ServerConfig:
     try:
         host, port = parse_listen(listen)
     except ValueError as exc:
-        raise t.error(str(exc), "listen") from None
+        t.problem(str(exc), "listen")
+        listen, host, port = "127.0.0.1:8080", "127.0.0.1", 8080
     public_url = t.str("public_url", f"http://{listen}").rstrip("/")
     _require_http_url(t, "public_url", public_url)
     proxies = t.str_list("trusted_proxies")
@@ -221,18 +272,66 @@ def _server(t: Table) -> ServerConfig:
         try:
             ipaddress.ip_network(proxy, strict=False)
         except ValueError:
-            raise t.error(
-                f"{proxy!r} is not an IP address or network", f"trusted_proxies[{i}]"
-            ) from None
+            t.problem(f"{proxy!r} is not an IP address or network", f"trusted_proxies[{i}]")
+    default_hosts = tuple(dict.fromkeys((_bracketed(host), *LOOPBACK_HOSTS)))
+    cfg = ServerConfig(
+        host,
+        port,
+        public_url,
+        proxies,
+        allowed_hosts=_hosts(t, "allowed_hosts", default_hosts),
+        public_hosts=_hosts(t, "public_hosts", (_bracketed(urlsplit(public_url).hostname),)),
+        head_timeout_s=_positive(t, "head_timeout", "10s"),
+        body_timeout_s=_positive(t, "body_timeout", "60s"),
+        idle_timeout_s=_positive(t, "idle_timeout", "75s"),
+        max_connections=t.int("max_connections", 1000, low=1, high=1_000_000),
+    )
     t.done()
-    return ServerConfig(host, port, public_url, proxies)
+    return cfg
+
+
+def _bracketed(host: str | None) -> str:
+    """A host as a Host header carries it: an IPv6 address in brackets, lowercased."""
+    host = (host or "").lower()
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _hosts(t: Table, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """Host names without a port (any port matches); `"*"` means any host."""
+    given = t.str_list(key)
+    if not t.has(key):
+        return default
+    hosts = []
+    for i, raw in enumerate(given):
+        host = raw.strip().lower().rstrip(".")
+        if host != "*" and (
+            not host
+            or host.startswith("[") != host.endswith("]")
+            or (":" in host and not host.startswith("["))
+            or any(c in host for c in "/@?# ")
+        ):
+            t.problem(
+                f"{raw!r} is not a host name without a port (e.g. relay.example.com, [::1])",
+                f"{key}[{i}]",
+            )
+            continue
+        hosts.append(_bracketed(host.strip("[]")) if host.startswith("[") else host)
+    return tuple(hosts)
+
+
+def _positive(t: Table, key: str, default: str) -> float:
+    value = t.duration(key, default)
+    if value <= 0:
+        t.problem("must be more than 0", key)
+        return parse_duration(default)
+    return value
 
 
 def _storage(t: Table, base_dir: Path) -> StorageConfig:
     backend = t.choice("backend", ("sqlite", "postgres"), "sqlite")
     dsn = t.secret("dsn")
     if backend == "postgres" and not dsn:
-        raise t.error("the postgres backend needs a dsn (postgresql://user:pass@host/db)", "dsn")
+        t.problem("the postgres backend needs a dsn (postgresql://user:pass@host/db)", "dsn")
     path = base_dir / t.str("path", "relay.db")
     cfg = StorageConfig(
         path=path,
@@ -254,7 +353,7 @@ def _ingest(t: Table, server: ServerConfig) -> IngestConfig:
     )
     t.done()
     if not cfg.tokens and not server.loopback:
-        raise t.error(f"required when server.listen is not loopback ({server.host})", "tokens")
+        t.problem(f"required when server.listen is not loopback ({server.host})", "tokens")
     return cfg
 
 
@@ -292,7 +391,7 @@ def _retry(t: Table) -> RetryPolicy:
     )
     t.done()
     if policy.max_s < policy.initial_s:
-        raise t.error("must not be less than initial", "max")
+        t.problem("must not be less than initial", "max")
     return policy
 
 
@@ -305,35 +404,43 @@ def _circuit(t: Table) -> CircuitPolicy:
     )
     t.done()
     if policy.max_cooldown_s < policy.cooldown_s:
-        raise t.error("must not be less than cooldown", "max_cooldown")
+        t.problem("must not be less than cooldown", "max_cooldown")
     return policy
 
 
-def _destination(t: Table, name: str, server: ServerConfig, base_dir: Path) -> Destination:
+def _destination(t: Table, name: str, server: ServerConfig, base_dir: Path) -> Destination | None:
+    """One destination, or None when it has problems (noted; the rest is read on)."""
     if not name.replace("-", "").replace("_", "").isalnum():
-        raise t.error("destination names may use letters, digits, - and _ only")
+        t.problem("destination names may use letters, digits, - and _ only")
     if not t.has("type"):
-        raise t.error("required", "type")
-    kind = t.choice("type", DESTINATION_TYPES, "http")
-    dest: Destination
-    if kind == "http":
-        dest = _http(t, name)
-    elif kind == "pull":
-        dest = _pull(t, name, server)
-    else:
-        parse = {"email": parse_email, "ftp": parse_ftp, "sftp": parse_sftp}[kind]
-        dest = parse(t, name, _retry(t.table("retry")), base_dir)
-    t.done()
-    return dest
+        t.problem("required", "type")
+        return None
+    before = len(t.problems)
+    kind = t.choice("type", DESTINATION_TYPES, "")
+    dest: Destination | None = None
+    try:
+        if kind == "http":
+            dest = _http(t, name)
+        elif kind == "pull":
+            dest = _pull(t, name, server)
+        elif kind:
+            parse = {"email": parse_email, "ftp": parse_ftp, "sftp": parse_sftp}[kind]
+            dest = parse(t, name, _retry(t.table("retry")), base_dir)
+    except ConfigError as exc:  # a problem that made the rest of this table meaningless
+        t.problems.extend(exc.problems)
+    if kind:
+        t.done()
+    return dest if len(t.problems) == before else None
 
 
 def _http(t: Table, name: str) -> HttpDestination:
     url = t.str("url")
     if url is None:
-        raise t.error("required", "url")
+        t.problem("required", "url")
+        url = "http://invalid"
     _require_http_url(t, "url", url)
     headers_t = t.table("headers")
-    headers = tuple((k, headers_t.secret(k)) for k in list(headers_t.data))
+    headers = tuple(_header(headers_t, k) for k in list(headers_t.data))
     headers_t.done()
     secret = t.secret("signing_secret")
     dest = HttpDestination(
@@ -353,7 +460,7 @@ def _http(t: Table, name: str) -> HttpDestination:
         reject=t.int_list("reject", (410,), low=400, high=599),
     )
     if dest.batch_size > 1 and (dest.method, dest.format) != ("POST", "json"):
-        raise t.error('batch_size > 1 needs method = "POST" and format = "json"', "batch_size")
+        t.problem('batch_size > 1 needs method = "POST" and format = "json"', "batch_size")
     return dest
 
 
@@ -369,8 +476,21 @@ def _pull(t: Table, name: str, server: ServerConfig) -> PullDestination:
     if dest.session_idle_s <= 0:
         raise t.error("must be more than 0s", "session_idle")
     if not dest.tokens and not server.loopback:
-        raise t.error(f"required when server.listen is not loopback ({server.host})", "tokens")
+        t.problem(f"required when server.listen is not loopback ({server.host})", "tokens")
     return dest
+
+
+_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~" + string.ascii_letters + string.digits)
+
+
+def _header(t: Table, name: str) -> tuple[str, str]:
+    """A custom header: an RFC 9110 token as its name, printable ASCII as its value."""
+    if not name or not set(name) <= _TOKEN_CHARS:
+        t.problem("a header name is letters, digits and !#$%&'*+-.^_`|~ only", name)
+    value = t.secret(name) or ""
+    if not value.isascii() or not value.isprintable():
+        t.problem("a header value must be printable ASCII", name)
+    return name, value
 
 
 def _signing_key(t: Table, secret: str) -> bytes:
@@ -380,43 +500,51 @@ def _signing_key(t: Table, secret: str) -> bytes:
     try:
         return base64.b64decode(secret[6:], validate=True)
     except ValueError:
-        raise t.error("whsec_ secret is not valid base64", "signing_secret") from None
+        t.problem("whsec_ secret is not valid base64", "signing_secret")
+        return b""
 
 
 def _require_http_url(t: Table, key: str, url: str) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise t.error(f"must be an http(s) URL, got {url!r}", key)
+        t.problem(f"must be an http(s) URL, got {url!r}", key)
 
 
-def _routes(top: Table, destinations: dict[str, Destination]) -> tuple[Route, ...]:
+def _routes(top: Table, destinations: set[str]) -> tuple[Route, ...]:
+    """The `[[routes]]`; none at all is refused unless written `routes = []` on purpose."""
+    if not top.has("routes"):
+        top.problem(
+            "required: without [[routes]] every event would be unrouted (stored, delivered"
+            ' nowhere); add [[routes]] with events = ["*"] and destinations = [...], or write'
+            " routes = [] if that is what you want",
+            "routes",
+        )
     raw = top.raw("routes", [])
     if not isinstance(raw, list):
-        raise top.error("must be an array of tables ([[routes]])", "routes")
-    return tuple(
-        _route(Table(r, f"routes[{i}]", top.file), destinations) for i, r in enumerate(raw)
-    )
+        top.problem("must be an array of tables ([[routes]])", "routes")
+        return ()
+    return tuple(_route(top.child(r, f"routes[{i}]"), destinations) for i, r in enumerate(raw))
 
 
-def _route(t: Table, destinations: dict[str, Destination]) -> Route:
+def _route(t: Table, destinations: set[str]) -> Route:
     names = t.str_list("events")
     if not names:
-        raise t.error('required: a list of triggers or event types, or ["*"]', "events")
+        t.problem('required: a list of triggers or event types, or ["*"]', "events")
     types: set[str] = set()
     for name in names:
         if name == "*":
             types |= EVENT_TYPES
         elif (etype := event_type_for(name)) is None:
-            raise t.error(f"{name!r} is not an event type or trigger", "events")
+            t.problem(f"{name!r} is not an event type or trigger", "events")
         else:
             types.add(etype)
     dests = t.str_list("destinations")
     if not dests:
-        raise t.error("required: a list of destination names", "destinations")
+        t.problem("required: a list of destination names", "destinations")
     for d in dests:
         if d not in destinations:
-            known = ", ".join(destinations) or "none are defined"
-            raise t.error(f"unknown destination {d!r} (known: {known})", "destinations")
+            known = ", ".join(sorted(destinations)) or "none are defined"
+            t.problem(f"unknown destination {d!r} (known: {known})", "destinations")
     match_t = t.table("match")
     match = tuple(
         (key, frozenset(str(v) for v in match_t.str_list(key)))

@@ -95,6 +95,7 @@ class FtpDestination(Uploads):
     upload_every_s: float = 3600.0
     filename: str = "events-{date}-{time}-{seq}.jsonl"
     format: str = "jsonl"
+    csv_raw: bool = False  # csv: cells as they are, formulas too (see logfile.render)
     max_events_per_file: int = 100_000
     timeout_s: float = 60.0  # for one whole upload: connect to rename
     delay_s: float = 0.0
@@ -121,6 +122,7 @@ class SftpDestination(Uploads):
     upload_every_s: float = 3600.0
     filename: str = "events-{date}-{time}-{seq}.jsonl"
     format: str = "jsonl"
+    csv_raw: bool = False
     max_events_per_file: int = 100_000
     timeout_s: float = 60.0
     delay_s: float = 0.0
@@ -133,10 +135,10 @@ class SftpDestination(Uploads):
 def parse_email(t: Table, name: str, retry: RetryPolicy, base_dir: Path) -> EmailDestination:
     tls, starttls = t.bool("tls", False), t.bool("starttls", False)
     if tls and starttls:
-        raise t.error("tls (implicit TLS) and starttls exclude each other; set one", "starttls")
+        t.problem("tls (implicit TLS) and starttls exclude each other; set one", "starttls")
     to = t.str_list("to")
     if not to:
-        raise t.error("required: a list of recipient addresses", "to")
+        t.problem("required: a list of recipient addresses", "to")
     for i, addr in enumerate(to):
         _address(t, f"to[{i}]", addr)
     dest = EmailDestination(
@@ -160,13 +162,13 @@ def parse_email(t: Table, name: str, retry: RetryPolicy, base_dir: Path) -> Emai
         reject_5xx=t.bool("reject_5xx", True),
     )
     if dest.username and dest.password is None:
-        raise t.error("required when username is set", "password")
+        t.problem("required when username is set", "password")
     return dest
 
 
 def parse_ftp(t: Table, name: str, retry: RetryPolicy, base_dir: Path) -> FtpDestination:
     if not t.bool("passive", True):
-        raise t.error("active FTP is not supported; leave passive = true", "passive")
+        t.problem("active FTP is not supported; leave passive = true", "passive")
     fmt, every = _format_and_period(t)
     return FtpDestination(
         name=name,
@@ -181,6 +183,7 @@ def parse_ftp(t: Table, name: str, retry: RetryPolicy, base_dir: Path) -> FtpDes
         upload_every_s=every,
         filename=_filename(t, fmt),
         format=fmt,
+        csv_raw=t.bool("csv_raw", False),
         max_events_per_file=t.int("max_events_per_file", 100_000, low=1, high=MAX_PER_FILE),
         timeout_s=t.duration("timeout", "60s"),
         delay_s=t.duration("delay", "0s"),
@@ -204,16 +207,17 @@ def parse_sftp(t: Table, name: str, retry: RetryPolicy, base_dir: Path) -> SftpD
         upload_every_s=every,
         filename=_filename(t, fmt),
         format=fmt,
+        csv_raw=t.bool("csv_raw", False),
         max_events_per_file=t.int("max_events_per_file", 100_000, low=1, high=MAX_PER_FILE),
         timeout_s=t.duration("timeout", "60s"),
         delay_s=t.duration("delay", "0s"),
     )
-    if dest.password is None and dest.private_key is None:
-        raise t.error("set password or private_key (or both)", "password")
+    if dest.password is None and dest.private_key is None and not t.has("private_key"):
+        t.problem("set password or private_key (or both)", "password")
     if dest.known_hosts and dest.host_key:
-        raise t.error("known_hosts and host_key exclude each other; set one", "host_key")
+        t.problem("known_hosts and host_key exclude each other; set one", "host_key")
     if dest.host_key is not None and len(dest.host_key.split()) < 2:
-        raise t.error('must be a public key line such as "ssh-ed25519 AAAA..."', "host_key")
+        t.problem('must be a public key line such as "ssh-ed25519 AAAA..."', "host_key")
     return dest
 
 
@@ -221,7 +225,7 @@ def _format_and_period(t: Table) -> tuple[str, float]:
     fmt = t.choice("format", FORMATS, "jsonl")
     every = t.duration("upload_every", "1h")
     if every < 1:
-        raise t.error("must be at least 1s (uploads are periodic)", "upload_every")
+        t.problem("must be at least 1s (uploads are periodic)", "upload_every")
     return fmt, every
 
 
@@ -230,7 +234,7 @@ def _filename(t: Table, fmt: str) -> str:
         t, "filename", f"events-{{date}}-{{time}}-{{seq}}.{EXTENSIONS[fmt]}", FILENAME_FIELDS
     )
     if "/" in name or name.startswith("."):
-        raise t.error("must be a plain file name (no /, not starting with .)", "filename")
+        t.problem("must be a plain file name (no /, not starting with .)", "filename")
     return name
 
 
@@ -241,20 +245,22 @@ def _template(t: Table, key: str, default: str, fields: dict[str, object]) -> st
     try:
         value.format(**fields)
     except (KeyError, IndexError, ValueError) as exc:
-        raise t.error(f"bad template ({exc}); it may use {legal}", key) from None
+        t.problem(f"bad template ({exc}); it may use {legal}", key)
+        return default
     return value
 
 
 def _required(t: Table, key: str) -> str:
     value = t.str(key)
     if not value:
-        raise t.error("required", key)
+        t.problem("required", key)
+        return ""
     return value
 
 
 def _address(t: Table, key: str, value: str) -> str:
-    if "@" not in value or any(c in value for c in "\r\n,<> "):
-        raise t.error(f"must be a bare email address like ops@example.com, got {value!r}", key)
+    if value and ("@" not in value or any(c in value for c in "\r\n,<> ")):
+        t.problem(f"must be a bare email address like ops@example.com, got {value!r}", key)
     return value
 
 
@@ -264,5 +270,6 @@ def _file(t: Table, key: str, base_dir: Path) -> Path | None:
         return None
     path = base_dir / value
     if not path.is_file():
-        raise t.error(f"no such file: {path}", key)
+        t.problem(f"no such file: {path}", key)
+        return None
     return path

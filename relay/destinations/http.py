@@ -17,6 +17,7 @@ import orjson
 from .. import __version__
 from ..config import HttpDestination
 from ..domain import pure360
+from ..domain.text import header_value
 from ..models import RESPONSE_CHARS, Claimed, Result
 
 ERROR_BODY_CHARS = 200
@@ -80,7 +81,8 @@ def build_request(
         )
         headers["Content-Type"] = "application/json"
         signed = body
-    msg_id = message_id(claims)
+    # ASCII whatever the id (signed as sent, so receivers verify what they got)
+    msg_id = header_value(message_id(claims))
     headers["webhook-id"] = msg_id  # always: receivers dedupe on it
     if with_signature and dest.signing_key is not None:
         ts = int(time.time())

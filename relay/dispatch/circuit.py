@@ -63,6 +63,14 @@ class Circuit:
             return 0.0
         return max(0.0, self.retry_at - now)
 
+    def probe_now(self) -> bool:
+        """An operator fixed the receiver and replayed or resumed: let a probe go at once
+        instead of after the cooldown. False when the circuit is not waiting on one."""
+        if self.state is not CircuitState.OPEN:
+            return False
+        self.retry_at = 0.0
+        return True
+
     def probe_sent(self) -> None:
         self.state = CircuitState.PROBING
 

@@ -78,6 +78,13 @@ class Dispatcher:
     def wake(self) -> None:
         self._wake.set()
 
+    def recover(self) -> None:
+        """An operator's replay or resume: an open circuit sends its probe now, and the
+        backlog follows as soon as it succeeds (a replay's rate cap still spaces it)."""
+        if self.circuit.probe_now():
+            log.info("circuit probe requested destination=%s reason=operator", self.name)
+        self._wake.set()
+
     async def start(self) -> None:
         await self.sender.start()
         self._task = asyncio.create_task(self._run(), name=f"dispatch:{self.name}")

@@ -34,12 +34,42 @@ TRIGGERS = {trigger: etype for etype, (trigger, _) in VOCABULARY.items()}
 HEADER_EVENTS = frozenset({"delivery_attempt", "delivery"})
 ATTEMPT_STATUSES = frozenset({"success", "failure", "failure_toolong", "deferral", "connmaxout"})
 
+# The fields relay knows have one JSON type each: a number is not an email, an integer is
+# not a string. Other fields may be any scalar and are passed on as given.
+_STRING, _NUMBER, _BOOLEAN = "a string", "a number", "true or false"
+FIELD_TYPES: dict[str, str] = {
+    **dict.fromkeys(
+        (
+            "email", "listid", "sendid", "mail_class", "click_tracking_id", "status",
+            "message", "outmtaid_ip", "from_address", "engine_ip", "user_agent",
+            "click_url", "phone", "bot_reason",
+        ),
+        _STRING,
+    ),
+    "timestamp": _NUMBER,
+    "injected_time": _NUMBER,
+    "is_bot": _BOOLEAN,
+    "first": _BOOLEAN,
+}  # fmt: skip
+
+
+def _has_type(value: object, kind: str) -> bool:
+    if kind is _STRING:
+        return isinstance(value, str)
+    if kind is _BOOLEAN:
+        return isinstance(value, bool)
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 # Documented limits (README "Limits").
 MAX_ID = 128
 MAX_FIELDS = 100
 MAX_KEY = 64
 MAX_STRING = 8192
 MAX_HEADERS = 50
+# Beyond ±(2**53 - 1) a JSON number is rounded by JavaScript and most JSON readers (and
+# orjson reads an integer past 64 bits as a float): such numbers must come as strings.
+MAX_SAFE_INT = 2**53 - 1
 
 
 def event_type_for(name: str) -> str | None:
@@ -91,8 +121,14 @@ def _check_scalar(index: int, key: str, value: object, problems: list[Problem]) 
     if isinstance(value, str):
         if len(value) > MAX_STRING:
             problems.append(Problem(index, key, f"longer than {MAX_STRING} characters"))
-    elif value is not None and not isinstance(value, bool | int | float):
+    elif value is None or value is True or value is False:
+        pass
+    elif not isinstance(value, int | float):
         problems.append(Problem(index, key, "must be a string, number, boolean or null"))
+    elif not -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
+        problems.append(
+            Problem(index, key, "a number beyond ±(2^53 - 1) would be rounded: send it as a string")
+        )
 
 
 def _check_headers(index: int, value: object, problems: list[Problem]) -> None:
@@ -129,6 +165,11 @@ def validate(index: int, item: object, received_at: float, problems: list[Proble
             problems.append(Problem(index, key[:MAX_KEY], f"field name longer than {MAX_KEY}"))
         elif key == "headers":
             _check_headers(index, value, problems)
+        elif (kind := FIELD_TYPES.get(key)) is not None and value is not None:
+            if not _has_type(value, kind):
+                problems.append(Problem(index, key, f"must be {kind}"))
+            elif kind is _STRING and len(value) > MAX_STRING:
+                problems.append(Problem(index, key, f"longer than {MAX_STRING} characters"))
         else:
             _check_scalar(index, key, value, problems)
     event_id = item.get("id")
@@ -150,8 +191,6 @@ def validate(index: int, item: object, received_at: float, problems: list[Proble
             value = item.get(field)
             if value is None or value == "":
                 problems.append(Problem(index, field, "required"))
-            elif not isinstance(value, str | int) or isinstance(value, bool):
-                problems.append(Problem(index, field, "must be a string"))
         email = item.get("email")
         if isinstance(email, str) and email and ("@" not in email or len(email) > 254):
             problems.append(Problem(index, "email", "not an email address"))

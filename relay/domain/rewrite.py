@@ -9,6 +9,12 @@ The tokenizer is only ever fed, never closed: unpatched `close()` is quadratic o
 tags and comments (CVE-2025-6069: 100 kB of "<a " took 90 s on 3.11.7), and on 3.11 it reads
 everything after a second stray `&#` as text. What `feed()` cannot get past is an unterminated
 tag, comment or script, which HTML5 makes swallow the rest of the document: that is left alone.
+
+Outlook desktop renders only what is inside conditional comments (`<!--[if mso]>…<![endif]-->`),
+where newsletters draw their "bulletproof" buttons in VML: `<v:roundrect href="…">`. Those
+comments are scanned like the document, and an `href` on a VML element (`v:roundrect`,
+`v:rect`, `v:oval`, `v:shape`, …) is wrapped like an `<a href>`; the comment's own syntax is
+kept as it was. Ordinary comments are left alone.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ _URL_STOP = frozenset(_SPACE + "<>\"'")  # where a bare URL in text ends
 _TRAILING = ".,:!?)]"  # sentence punctuation after a URL in text is not part of it
 # Each resume of the tokenizer re-copies the rest of the input; this bounds that work.
 _MAX_RESUMES = 100
+_CONDITIONAL = re.compile(r"\s*\[if\b", re.IGNORECASE)  # `<!--[if mso]>` (data after `<!--`)
+_LINK_TAGS = frozenset({"a", "area"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,10 +139,11 @@ def _attribute_spans(raw: str) -> list[tuple[str, int, int, str | None]]:
 class _Scanner(HTMLParser):
     """Collects the sites to rewrite and where the body starts and ends, as input offsets."""
 
-    def __init__(self, html: str, prefixes: tuple[str, ...]) -> None:
+    def __init__(self, html: str, prefixes: tuple[str, ...], vml: bool = False) -> None:
         super().__init__(convert_charrefs=False)
         self.html = html
         self.prefixes = prefixes
+        self.vml = vml  # inside a conditional comment: VML elements' hrefs are links too
         self.sites: list[_Site] = []
         self.body_open: int | None = None  # just after the first <body ...>
         self.body_close: int | None = None  # at the last </body>
@@ -191,7 +200,9 @@ class _Scanner(HTMLParser):
         raw = self.get_starttag_text() or ""
         if tag == "body" and self.body_open is None:
             self.body_open = pos + len(raw)
-        if tag in ("a", "area") and any(name == "href" for name, _ in attrs):
+        if (tag in _LINK_TAGS or (self.vml and tag.startswith("v:"))) and any(
+            name == "href" for name, _ in attrs
+        ):
             self._hrefs(pos, raw, attrs)
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
@@ -223,7 +234,18 @@ class _Scanner(HTMLParser):
     def _other(self, data: str) -> None:
         self._end_text(self.here())
 
-    handle_comment = handle_pi = unknown_decl = _other
+    handle_pi = unknown_decl = _other
+
+    def handle_comment(self, data: str) -> None:
+        """A conditional comment is markup for Outlook: scan it as such, in place."""
+        pos = self.here()
+        self._end_text(pos)
+        if not _CONDITIONAL.match(data):
+            return
+        inner = _Scanner(data, self.prefixes, vml=True)
+        inner.scan()
+        at = pos + 4  # after "<!--"
+        self.sites.extend(s._replace(start=s.start + at, end=s.end + at) for s in inner.sites)
 
     def _hrefs(self, pos: int, raw: str, attrs: list[tuple[str, str | None]]) -> None:
         """Sites for the tag's http(s) and unsubscribe hrefs, if its attributes are certain."""

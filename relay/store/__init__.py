@@ -52,11 +52,13 @@ __all__ = [
 
 def make_store(
     storage: StorageConfig,
+    node: str | None = None,
     on_commit: Callable[[int, int, float], None] | None = None,
     on_wake: Callable[[set[str]], None] | None = None,
 ) -> Store:
     """The configured backend's store, not yet opened (`[storage] backend`).
 
+    `node` names this node among those sharing a PostgreSQL queue (`config.node_name`);
     `on_commit(writes, events, seconds)` after each group commit (the metrics);
     `on_wake(destinations)` when another node stored work for them (PostgreSQL only).
     """
@@ -65,7 +67,11 @@ def make_store(
 
         assert storage.dsn is not None  # config.py requires it for this backend
         return PostgresStore(
-            storage.dsn, pool_size=storage.pool_size, on_commit=on_commit, on_wake=on_wake
+            storage.dsn,
+            pool_size=storage.pool_size,
+            node=node,
+            on_commit=on_commit,
+            on_wake=on_wake,
         )
     from .sqlite import SqliteStore
 

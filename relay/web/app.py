@@ -9,8 +9,8 @@ from aiohttp import web
 from .. import soap
 from ..metrics import count_requests
 from ..runtime import Runtime
-from . import admin_api, console, ingest, links, pull, tracking
-from .common import INTAKE, RUNTIME, errors_as_json, json_response
+from . import admin_api, console, guard, ingest, links, pull, tracking
+from .common import INTAKE, RUNTIME, errors_as_json, json_response, known_query
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -41,7 +41,7 @@ async def openapi(request: web.Request) -> web.Response:
 def create_app(runtime: Runtime) -> web.Application:
     app = web.Application(
         # Counting outermost: it sees the status errors_as_json turned an exception into.
-        middlewares=[count_requests(runtime.metrics), errors_as_json],
+        middlewares=[count_requests(runtime.metrics), errors_as_json, known_query],
         client_max_size=runtime.config.ingest.max_body_bytes,
     )
     app[RUNTIME] = runtime
@@ -59,4 +59,5 @@ def create_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/metrics", metrics)
     soap.add_routes(app)  # the seed platform's SOAP pull (/soap/pull)
     console.add_routes(app)
+    guard.install(app, runtime.config)  # innermost: after the console's auth, before every handler
     return app

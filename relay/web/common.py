@@ -65,6 +65,52 @@ def check_bearer(request: web.Request, tokens: Iterable[str]) -> None:
         raise JsonError(401, "invalid bearer token", {"WWW-Authenticate": "Bearer"})
 
 
+# The query parameters each route takes; any other is a 400 naming it (a typo such as
+# `?maxx=5` would otherwise be ignored and the default used). The admin API checks its own;
+# the tracking routes a recipient's browser opens (/o, /c, /u, /s) take what comes, because
+# a mail client or gateway may append parameters and a click must never break.
+QUERY_PARAMS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("POST", "/v1/events"): (),
+    ("POST", "/v1/links"): (),
+    ("POST", "/v1/rewrite"): (),
+    ("GET", "/v1/pull/{destination}"): ("max",),
+    ("POST", "/v1/pull/{destination}/ack"): (),
+    ("GET", "/healthz"): (),
+    ("GET", "/readyz"): (),
+    ("GET", "/metrics"): (),
+    ("GET", "/v1/openapi.json"): (),
+    ("GET", "/soap/pull"): ("wsdl",),
+    ("POST", "/soap/pull"): (),
+    # The console's pages: their filter forms' fields, and `flash` after a POST → 303.
+    ("GET", "/console/"): ("flash",),
+    ("GET", "/console/destinations/{name}"): (
+        "flash", "outcome", "event_type", "since", "until", "before",
+    ),
+    ("GET", "/console/events/{id}"): ("flash",),
+    ("GET", "/console/dead"): ("flash", "destination", "after"),
+    ("GET", "/console/tail"): ("flash", "destination", "event_type", "outcome"),
+    ("GET", "/console/tail/stream"): ("destination", "event_type", "outcome", "after"),
+}  # fmt: skip
+
+
+@web.middleware
+async def known_query(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Refuse a query parameter the route does not take, naming it."""
+    if request.query_string:
+        route = request.match_info.route
+        method = "GET" if request.method == "HEAD" else request.method
+        key = (method, route.resource.canonical if route.resource is not None else "")
+        allowed = QUERY_PARAMS.get(key)
+        if allowed is not None:
+            for name in request.query:
+                if name not in allowed:
+                    legal = ", ".join(allowed) or "none"
+                    raise JsonError(
+                        400, f"{name}: unknown query parameter (allowed: {legal})", field=name
+                    )
+    return await handler(request)
+
+
 @web.middleware
 async def errors_as_json(request: web.Request, handler: Any) -> web.StreamResponse:
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 
 import orjson
@@ -12,11 +13,24 @@ from ..destinations.pull import ack_batch, lease_batch
 from ..dispatch.log import iso_ms
 from .common import RUNTIME, JsonError, check_bearer, json_response
 
+# A token nobody can send (a fresh random one each start): checking against it always fails.
+UNMATCHABLE = secrets.token_urlsafe(32)
+
 
 def _destination(request: web.Request) -> PullDestination:
+    """The pull destination named in the path, once its token checks out.
+
+    An unknown name answers exactly like a known one asked without its token whenever any
+    pull destination has tokens, so a stranger cannot list the names by their 404s.
+    """
     name = request.match_info["destination"]
-    dest = request.app[RUNTIME].config.destinations.get(name)
+    config = request.app[RUNTIME].config
+    dest = config.destinations.get(name)
     if not isinstance(dest, PullDestination):
+        if not config.server.loopback or any(
+            isinstance(d, PullDestination) and d.tokens for d in config.destinations.values()
+        ):
+            check_bearer(request, (UNMATCHABLE,))
         raise JsonError(404, f"no pull destination named {name!r}")
     check_bearer(request, dest.tokens)
     return dest

@@ -154,3 +154,36 @@ def test_without_javascript_pause_and_replay_still_work(browser_nojs, start_rela
     b.open("/console/destinations/crm")
     b.button("Replay…", "form.replay").click()
     confirm_replay(b, relay, receiver, dead, "nojs")
+
+
+def test_replay_on_an_open_circuit_delivers_within_seconds(browser, start_relay, make_receiver):
+    # The receiver fails until the circuit opens with an hour's cooldown; the operator fixes
+    # it and replays from the console: a probe goes at once and the dead events follow.
+    receiver = make_receiver()
+    relay = start_relay(
+        http_destination(
+            "crm",
+            receiver.url,
+            "concurrency = 1",
+            "retry = { max_attempts = 1 }",
+            'circuit = { failures = 3, cooldown = "1h", max_cooldown = "1h" }',
+        )
+        + route_all("crm")
+    )
+    _, dead = make_dead(relay, receiver)
+    browser.base = relay.url
+    browser.open("/console/")
+    browser.wait_row("crm", lambda r: "circuit" in r["state"])
+    browser.shot("circuit-open")
+    browser.open("/console/destinations/crm")
+    browser.button("Replay…", "form.replay").click()
+    wait_until(lambda: browser.css("#replay-count"), 10, "the dry run's confirmation page")
+    before = len(receiver.hits)
+    browser.button("Replay").click()
+    wait_until(lambda: f"Replayed {len(dead)}" in browser.text("#flash"), 10, "the flash")
+    # Within a few seconds, not after the hour's cooldown.
+    wait_until(lambda: len(receiver.hits) >= before + len(dead), 5, "the replayed deliveries")
+    assert sorted(ids_after(receiver, before)) == sorted(dead)
+    browser.open("/console/")
+    browser.wait_row("crm", lambda r: number(r["dead"]) == 0 and r["state"].strip() == "ok")
+    browser.shot("circuit-replayed")

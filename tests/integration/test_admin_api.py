@@ -50,6 +50,7 @@ async def call(
     kw: dict = {"headers": headers if headers is not None else AUTH}
     if raw is not None:
         kw["data"] = raw
+        kw["headers"] = {"Content-Type": "application/json", **kw["headers"]}
     elif body is not None:
         kw["json"] = body
     async with relay.http.request(method, f"{relay.url}{path}", **kw) as resp:
@@ -386,7 +387,9 @@ async def test_open_on_loopback_without_tokens_and_audited_as_loopback(make_rela
 
 async def test_no_console_tokens_on_a_public_listener_is_refused(make_relay):
     relay = await make_relay(
-        base_toml(listen="0.0.0.0:0") + '[ingest]\ntokens = ["ingest-secret"]\n'
+        base_toml(listen="0.0.0.0:0")
+        + '[ingest]\ntokens = ["ingest-secret"]\n'
+        + PULL.replace('type = "pull"', 'type = "pull"\ntokens = ["pull-secret"]')
     )
     for method, path in [("GET", "/v1/admin/destinations"), ("POST", "/v1/admin/replay")]:
         status, data, _ = await call(relay, method, path, {"destination": "*"}, headers={})

@@ -142,3 +142,98 @@ def test_the_embedded_defaults_check_out(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "default" in result.stdout and "pull" in result.stdout
     assert "127.0.0.1" in result.stdout
+
+
+def test_every_problem_is_reported_in_one_run_each_with_its_key_path(tmp_path):
+    config = tmp_path / "relay.toml"
+    config.write_text(
+        GOOD.replace("https://crm.example.com/hooks/email", "crm.example.com")
+        .replace('delay = "30s"', 'dealy = "30s"')
+        .replace('events = ["*"]', 'events = ["BOUNCE", "BOUNCED"]')
+    )
+    result = run("check-config", "-c", str(config), cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        f"relay: {config}: destinations.crm.url: must be an http(s) URL, got 'crm.example.com'",
+        f"relay: {config}: destinations.crm.dealy: unknown key (known: batch_size, circuit,"
+        " concurrency, delay, format, headers, method, retry, signing_secret, source_address,"
+        " timeout, type, url)",
+        f"relay: {config}: routes[1].events: 'BOUNCED' is not an event type or trigger",
+        "relay: 3 problems in the config",
+    ]
+
+
+def test_a_config_that_only_changes_the_port_keeps_the_embedded_destination(tmp_path):
+    config = tmp_path / "relay.toml"
+    config.write_text('[server]\nlisten = "127.0.0.1:18081"\n')
+    result = run("check-config", "-c", str(config), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "listen: 127.0.0.1:18081" in result.stdout
+    assert "  default          pull  pull API" in result.stdout.splitlines()
+    assert "  * -> default" in result.stdout.splitlines()
+
+
+def test_a_config_with_destinations_but_no_routes_is_refused(tmp_path):
+    config = tmp_path / "relay.toml"
+    config.write_text(GOOD.split("[[routes]]")[0])
+    result = run("check-config", "-c", str(config), cwd=tmp_path)
+    assert result.returncode == 1
+    assert (
+        f"{config}: routes: required: without [[routes]] every event would be unrouted"
+        in result.stderr
+    )
+    on_purpose = tmp_path / "quiet.toml"
+    on_purpose.write_text("routes = []\n" + GOOD.split("[[routes]]")[0])
+    result = run("check-config", "-c", str(on_purpose), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "routes: none (routes = []: every event is unrouted)"
+
+
+def test_the_example_config_names_every_missing_secret_in_one_run_then_passes(tmp_path):
+    example = Path(__file__).resolve().parents[2] / "config.example.toml"
+    secrets = {
+        "RELAY_INGEST_TOKEN": "ingest",
+        "RELAY_TRACKING_SECRET": "tracking-secret-tracking-secret",
+        "CRM_KEY": "key",
+        "CRM_SIGNING_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "WAREHOUSE_TOKEN": "pull",
+    }
+    environ = {k: v for k, v in os.environ.items() if k not in secrets}
+    missing = subprocess.run(
+        [sys.executable, "-m", "relay", "check-config", "-c", str(example)],
+        cwd=tmp_path,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert missing.returncode == 1
+    for name in secrets:
+        assert f"environment variable {name} is not set" in missing.stderr
+    assert missing.stderr.strip().splitlines()[-1] == "relay: 5 problems in the config"
+    result = run("check-config", "-c", str(example), cwd=tmp_path, env=secrets)
+    assert result.returncode == 0, result.stderr
+
+
+def test_listen_and_db_on_the_command_line_override_the_config(tmp_path):
+    config = tmp_path / "relay.toml"
+    config.write_text(GOOD)
+    result = run(
+        "check-config",
+        "-c",
+        str(config),
+        "--listen",
+        "127.0.0.1:18082",
+        "--db",
+        "x.db",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"listen: 127.0.0.1:18082  database: {tmp_path / 'x.db'}" in result.stdout
+    bad = run("check-config", "-c", str(config), "--listen", "nowhere", cwd=tmp_path)
+    assert bad.returncode == 1
+    assert bad.stderr.strip() == 'relay: --listen: must be host:port, e.g. "127.0.0.1:8080"'
+    helped = run("serve", "--help", cwd=tmp_path)
+    assert "--listen HOST:PORT" in helped.stdout and "--db PATH" in helped.stdout

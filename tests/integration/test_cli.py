@@ -19,6 +19,7 @@ from relay.store.sqlite import SqliteStore
 from ..helpers import RunningRelay, base_toml, free_port, wait_for
 
 STATS_KEYS = {"pending", "leased", "dead", "delivered", "oldest_pending_s"}
+ROUTE_FEED = '[[routes]]\nevents = ["*"]\ndestinations = ["feed"]\n'
 
 
 async def cli(*args: str, cwd: Path | None = None, env: dict | None = None) -> tuple[int, str, str]:
@@ -379,7 +380,9 @@ async def test_backup_while_running_has_the_same_events(make_relay, receiver, tm
 
 async def test_db_migrate_creates_and_reports_the_schema(tmp_path):
     config = tmp_path / "relay.toml"
-    config.write_text(base_toml(db="fresh.db") + '[destinations.feed]\ntype = "pull"\n')
+    config.write_text(
+        base_toml(db="fresh.db") + '[destinations.feed]\ntype = "pull"\n' + ROUTE_FEED
+    )
     code, out, err = await cli("db", "migrate", "-c", str(config))
     assert code == 0, err
     assert out.startswith("schema version ")
@@ -479,11 +482,17 @@ async def test_tail_pretty_by_default(logged):
     assert any("ev1" in x for x in dead) and any("ev2" in x for x in dead)
 
 
-async def test_tail_of_a_relay_that_has_not_logged_yet(tmp_path):
+async def test_tail_where_no_dispatch_log_exists_says_where_it_looked(tmp_path):
     config = tmp_path / "relay.toml"
     config.write_text(base_toml())
     code, out, err = await cli("tail", "-c", str(config))
-    assert (code, out) == (0, "")
+    assert (code, out) == (1, "")
+    assert err.strip() == (
+        f"relay tail: no dispatch log at {tmp_path / 'dispatch.log'}"
+        " ([log] dispatch; has relay serve run with this config?)"
+    )
+    (tmp_path / "dispatch.log").write_text("")  # there, but empty: nothing to show
+    assert await cli("tail", "-c", str(config)) == (0, "", "")
 
 
 async def test_dead_replay_by_failure_group_at_a_rate(flaky, receiver):

@@ -386,7 +386,8 @@ async def test_emails_are_masked_unless_show_emails(make_relay, receiver, tmp_pa
     curl = html.unescape(element(page, "curl"))
     assert curl.startswith("curl -X POST " + receiver.url)
     assert "Content-Type: application/json" in curl and '"id":"m1"' in curl
-    assert "webhook-signature: <" in curl and "Authorization: <" in curl
+    assert "Authorization: <" in curl
+    assert "webhook-signature: <v1,signature made with signing_secret>" in curl  # the config key
     assert "hunter2" not in page and "whsec_" not in page
     for path in ("/console/", "/console/dead", "/console/tail", "/console/destinations/crm"):
         assert "jane.doe@example.com" not in (await console.get(path))[1], path
@@ -508,3 +509,21 @@ async def test_open_tail_stream_ends_promptly_when_the_daemon_stops(make_relay, 
         resp.release()
     finally:
         await stream_http.close()
+
+
+async def test_an_unknown_query_parameter_on_a_console_page_is_a_400_naming_it(
+    make_relay, receiver
+):
+    relay = await make_relay(toml(receiver.url))
+    console = Console(relay)
+    for path, name in [
+        ("/console/dead?destinatoin=crm", "destinatoin"),
+        ("/console/destinations/crm?outcome=dead&sort=ts", "sort"),
+        ("/console/tail?outcom=dead", "outcom"),
+        ("/console/?refresh=5", "refresh"),
+    ]:
+        resp, body = await console.get(path)
+        assert resp.status == 400, path
+        assert f"{name}: unknown query parameter" in body, body
+    resp, _ = await console.get("/console/dead?destination=crm&after=0")
+    assert resp.status == 200

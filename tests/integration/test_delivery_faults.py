@@ -7,6 +7,8 @@ import asyncio
 import time
 from datetime import datetime
 
+import pytest
+
 from relay.store import ReplayFilter
 
 from ..helpers import base_toml, free_port, wait_for
@@ -70,8 +72,11 @@ async def test_two_500s_then_200_is_delivered_on_the_third_attempt(make_relay, r
     assert (s.delivered, s.pending, s.dead) == (1, 0, 0)
 
 
-async def test_retry_after_on_429_is_honoured_over_a_shorter_backoff(make_relay, receiver):
-    receiver.script = [("429", 1), 200]
+@pytest.mark.parametrize("status", [429, 503])
+async def test_retry_after_on_429_or_503_is_honoured_over_a_shorter_backoff(
+    make_relay, receiver, status
+):
+    receiver.script = [(str(status), 1), 200]
     relay = await make_relay(config(receiver.url))
     await relay.post_events(event())
 
@@ -80,7 +85,7 @@ async def test_retry_after_on_429_is_honoured_over_a_shorter_backoff(make_relay,
     assert gap >= 0.99, f"retried after {gap:.3f}s despite Retry-After: 1"
     await wait_for(lambda: "delivered" in outcomes(relay), 3, "the delivered line")
     first = relay.dispatch_lines()[0]
-    assert (first["outcome"], first["status"]) == ("retry", 429)
+    assert (first["outcome"], first["status"]) == ("retry", status)
     # Scheduled for exactly Retry-After (the backoff, <= 200 ms, is shorter): honoured, and
     # not forgotten for a later time either. (Millisecond timestamps: 2 ms of rounding.)
     assert 0.998 <= ts(first["next_attempt"]) - ts(first["ts"]) <= 1.002

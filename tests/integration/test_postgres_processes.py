@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import signal
+import socket
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
+import orjson
 import pytest
 
 from .. import pg
@@ -165,3 +167,41 @@ async def test_database_outage_answers_503_then_recovers_with_nothing_lost(
         for d in nodes.daemons:
             async with http.get(f"{d.url}/readyz") as r:
                 assert r.status == 200
+
+
+async def test_two_nodes_on_one_host_without_relay_node_have_their_own_identity(
+    tmp_path, cluster, receiver, monkeypatch
+):
+    # Node 2 holds claims in flight (the receiver takes 8 s); node 1 starts meanwhile. A
+    # start frees the starting node's own claims only: with one shared identity (the host
+    # name) node 1 freed node 2's and sent them again.
+    monkeypatch.delenv("RELAY_NODE", raising=False)
+    receiver.delay_s = 8.0
+    nodes = Nodes(tmp_path, pg.fresh_schema_dsn(cluster.dsn), receiver.url)
+    try:
+        await nodes.daemons[1].start()
+        events = [
+            {"event_type": "bounce", "email": "x@example.com", "id": f"n{i}"} for i in range(8)
+        ]
+        url = f"{nodes.daemons[1].url}/v1/events"
+        async with aiohttp.ClientSession() as http, http.post(url, json=events) as resp:
+            assert resp.status == 202
+        await wait_for(lambda: len(receiver.hits) == 8, 10, "node 2 to send all eight")
+        await nodes.daemons[0].start()
+        await _all_delivered(receiver, {e["id"] for e in events}, 30)
+        node1_log = tmp_path / "node1" / "dispatch.log"
+        node2_log = tmp_path / "node2" / "dispatch.log"
+
+        def logged() -> bool:
+            return node2_log.exists() and node2_log.read_text().count('"delivered"') == 8
+
+        await wait_for(logged, 15, "node 2 to record its eight deliveries")
+        assert Counter(receiver.delivered_ids()) == {e["id"]: 1 for e in events}
+        names = {orjson.loads(line)["node"] for line in node2_log.read_text().splitlines()}
+        port1, port2 = (d.port for d in nodes.daemons)
+        assert names == {f"{socket.gethostname()}:{port2}"}
+        started = (tmp_path / "node1" / "daemon.stderr").read_text()
+        assert f"node={socket.gethostname()}:{port1}" in started
+        assert not node1_log.exists() or '"delivered"' not in node1_log.read_text()
+    finally:
+        nodes.stop_all()

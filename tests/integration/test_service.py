@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import sqlite3
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -605,3 +606,46 @@ async def test_a_failing_receiver_gets_few_requests_while_the_circuit_is_open(
     receiver.default = 200
     await _closes_and_delivers(relay, ids)
     assert set(receiver.delivered_ids()) == set(ids)
+
+
+async def test_serve_listen_and_db_flags_run_the_embedded_defaults_there(tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "RELAY_CONFIG"}
+    with open(tmp_path / "daemon.stderr", "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "relay", "serve", "--listen", f"127.0.0.1:{port}"]
+            + ["--db", str(tmp_path / "flags.db")],
+            cwd=tmp_path,
+            stdout=log,
+            stderr=log,
+            env=env,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        await wait_for(lambda: port_answers(port), 15, "relay on the --listen port")
+        assert await post(url, bounce("flag")) == 202
+        async with aiohttp.ClientSession() as http, http.get(f"{url}/v1/pull/default") as r:
+            assert [e["id"] for e in (await r.json())["events"]] == ["evflag"]
+        assert (tmp_path / "flags.db").exists() and not (tmp_path / "relay.db").exists()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+
+async def test_serve_refuses_a_config_whose_routes_reach_no_destination(tmp_path):
+    config = tmp_path / "relay.toml"
+    config.write_text(base_toml() + hook("crm", "http://127.0.0.1:9/hook"))
+    env = {k: v for k, v in os.environ.items() if k != "RELAY_CONFIG"}
+    result = subprocess.run(
+        [sys.executable, "-m", "relay", "serve", "-c", str(config)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert f"relay: {config}: routes: required: without [[routes]] every event would be" in (
+        result.stderr
+    )
+    assert not (tmp_path / "relay.db").exists()  # refused before anything started

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from html import unescape as html_unescape
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import quote
@@ -602,6 +603,36 @@ async def test_rewritten_message_read_in_a_browser_produces_open_click_and_unsub
     [unsub] = await arrived(receiver, event_type="engine_unsub")
     assert {k: unsub[k] for k in MSG} == MSG
     assert await stored(relay) == 3
+
+
+OUTLOOK_BUTTON = """\
+<html><body><div><!--[if mso]>
+  <v:roundrect xmlns:v="urn:schemas-microsoft-com:vml" xmlns:w="urn:schemas-microsoft-com:office:word" href="{LANDING}/sale?from=outlook&amp;x=1" style="height:40px;v-text-anchor:middle;width:200px;" arcsize="10%" strokecolor="#1e3650" fill="t">
+    <v:fill type="tile" src="https://i.imgur.com/0xPEf.gif" color="#556270" />
+    <w:anchorlock/>
+    <center style="color:#ffffff;font-family:sans-serif;font-size:13px;font-weight:bold;">Show me the button!</center>
+  </v:roundrect>
+<![endif]--><a href="{LANDING}/sale?from=web" style="mso-hide:all;">Show me the button!</a></div></body></html>
+"""
+
+
+async def test_a_click_on_an_outlook_vml_button_is_recorded(start, receiver):
+    relay = await start()
+    landing = receiver.url.rsplit("/", 1)[0] + "/landing"
+    original = OUTLOOK_BUTTON.replace("{LANDING}", landing)
+    async with relay.http.post(f"{relay.url}/v1/rewrite", json={"html": original, **MSG}) as r:
+        assert r.status == 200, await r.text()
+        html = (await r.json())["html"]
+    start_at, end_at = html.index("<!--[if mso]>"), html.index("<![endif]-->")
+    vml = html[start_at:end_at]
+    href = html_unescape(re.search(r'<v:roundrect [^>]*href="([^"]+)"', vml).group(1))
+    assert href.startswith(f"{relay.url}/c/")
+    async with aiohttp.ClientSession(headers=BROWSER) as outlook, outlook.get(href) as r:
+        assert r.history[0].status == 302
+        assert r.history[0].headers["Location"] == f"{landing}/sale?from=outlook&x=1"
+    [event] = await arrived(receiver, event_type="engine_click")
+    assert event["click_url"] == f"{landing}/sale?from=outlook&x=1"
+    assert {k: event[k] for k in MSG} == MSG
 
 
 async def test_rewrite_needs_html_and_email_and_the_ingest_token(start):

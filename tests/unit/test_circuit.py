@@ -81,7 +81,7 @@ def test_failures_zero_turns_circuit_breaking_off():
 
 # --- config: circuit = { failures, cooldown, max_cooldown } on http destinations ----------
 
-HOOK = '[destinations.crm]\ntype = "http"\nurl = "https://crm.example.com/hook"\n'
+HOOK = 'routes = []\n[destinations.crm]\ntype = "http"\nurl = "https://crm.example.com/hook"\n'
 
 
 def _load(tmp_path, extra: str):

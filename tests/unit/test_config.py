@@ -30,8 +30,8 @@ def error_for(tmp_path: Path, text: str) -> str:
     with pytest.raises(ConfigError) as info:
         load(path)
     message = str(info.value)
-    assert message.startswith(f"{path}: "), message  # every error names the file first
-    assert "\n" not in message
+    for problem in info.value.problems:  # every problem names the file first, one a line
+        assert problem.startswith(f"{path}: ") and "\n" not in problem, problem
     return message
 
 
@@ -269,7 +269,9 @@ def test_non_loopback_listen_with_ingest_tokens_is_accepted(tmp_path):
     cfg = load_text(
         tmp_path,
         '[server]\nlisten = "0.0.0.0:8080"\npublic_url = "https://relay.example.com"\n'
-        '[ingest]\ntokens = ["s3cret"]\n',
+        '[ingest]\ntokens = ["s3cret"]\n'
+        '[destinations.feed]\ntype = "pull"\ntokens = ["pull"]\n'
+        '[[routes]]\nevents = ["*"]\ndestinations = ["feed"]\n',
     )
     assert not cfg.server.loopback
     assert cfg.server.port == 8080
@@ -361,13 +363,85 @@ def test_a_route_without_events_is_refused(tmp_path):
     assert "routes[0].events: required" in message
 
 
-def test_a_config_without_routes_routes_nothing(tmp_path):
-    cfg = load_text(tmp_path, LOOP + HOOK)
+def test_a_config_whose_routes_reach_no_destination_is_refused(tmp_path):
+    message = error_for(tmp_path, LOOP + HOOK)
+    assert "routes: required: without [[routes]] every event would be unrouted" in message
+    assert "routes = []" in message  # says how to mean it
+
+
+def test_routes_written_empty_on_purpose_route_nothing(tmp_path):
+    cfg = load_text(tmp_path, "routes = []\n" + LOOP + HOOK)
     assert cfg.routes == ()
     assert list(cfg.destinations) == ["crm"]
+
+
+def test_a_config_of_only_a_listen_address_keeps_the_embedded_destination_and_route(tmp_path):
+    cfg = load_text(tmp_path, '[server]\nlisten = "127.0.0.1:18081"\n')
+    assert cfg.server.port == 18081
+    assert cfg.destinations == {"default": PullDestination("default")}
+    assert cfg.routes == load(None).routes
+
+
+def test_the_embedded_destination_is_never_open_beyond_loopback(tmp_path):
+    message = error_for(tmp_path, '[server]\nlisten = "0.0.0.0:8080"\n[ingest]\ntokens = ["t"]\n')
+    assert (
+        "destinations: required: the embedded pull destination `default` has no tokens" in message
+    )
+
+
+def test_every_problem_is_reported_at_once_with_its_key_path(tmp_path):
+    text = (
+        '[server]\nlisten = "nowhere"\n'
+        '[storage]\nretention = "a week"\n'
+        + HOOK
+        + 'tiemout = "5s"\nconcurrency = 0\n'
+        + '[destinations.feed]\ntype = "pull"\nlease = -1\n'
+        + '[[routes]]\nevents = ["BOUNCE", "bogus"]\ndestinations = ["crm", "nope"]\n'
+    )
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    where = [p.removeprefix(f"{path}: ").split(":")[0] for p in info.value.problems]
+    assert where == [
+        "server.listen",
+        "storage.retention",
+        "destinations.crm.concurrency",
+        "destinations.crm.tiemout",
+        "destinations.feed.lease",
+        "routes[0].events",
+        "routes[0].destinations",
+    ]
+
+
+def test_command_line_overrides_listen_and_db(tmp_path):
+    cfg = load(write(tmp_path, LOOP + HOOK + ALL_TO_CRM), "127.0.0.1:9999", "other.db")
+    assert (cfg.server.host, cfg.server.port) == ("127.0.0.1", 9999)
+    assert cfg.storage.path == Path("other.db").absolute()
+    assert cfg.server.public_url == "http://127.0.0.1:9999"
+    defaults = load(None, "127.0.0.1:9998")
+    assert defaults.server.port == 9998 and list(defaults.destinations) == ["default"]
 
 
 def test_config_objects_are_frozen(tmp_path):
     cfg = load_text(tmp_path, LOOP + HOOK + ALL_TO_CRM)
     with pytest.raises(AttributeError):
         cfg.server.port = 1  # type: ignore[misc]
+
+
+def test_reject_takes_http_error_statuses_only(tmp_path):
+    """`reject` lists statuses that are permanent; anything but a 4xx/5xx is a problem naming it."""
+    from relay.config import ConfigError, load
+
+    base = '[destinations.crm]\ntype = "http"\nurl = "http://127.0.0.1:9/h"\n'
+    routes = '[[routes]]\nevents = ["*"]\ndestinations = ["crm"]\n'
+    path = tmp_path / "relay.toml"
+    path.write_text(base + routes)
+    assert load(path).destinations["crm"].reject == (410,)
+    path.write_text(base + "reject = [404, 410]\n" + routes)
+    assert load(path).destinations["crm"].reject == (404, 410)
+    path.write_text(base + "reject = [200]\n" + routes)
+    with pytest.raises(ConfigError) as exc:
+        load(path)
+    assert "destinations.crm.reject[0]: must be integers between 400 and 599, got 200" in str(
+        exc.value
+    )

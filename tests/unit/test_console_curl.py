@@ -41,4 +41,4 @@ def test_curl_shows_the_request_the_sender_sends(method: str, fmt: str) -> None:
         assert f"Content-Type: {headers['Content-Type']}" in shown
     assert "s3cret" not in shown and headers["webhook-signature"] not in shown
     assert "X-Api-Key: <X-Api-Key from the config>" in shown
-    assert "webhook-signature: <v1,signature made with signing_key>" in shown
+    assert "webhook-signature: <v1,signature made with signing_secret>" in shown

@@ -156,21 +156,21 @@ def test_config_load_either_works_or_names_the_file_and_key(tmp_path, config):
     try:
         load(path)
     except ConfigError as exc:
-        message = str(exc)
-        assert message.startswith(f"{path}: ")
-        assert "\n" not in message
-        key, what = message[len(f"{path}: ") :].split(": ", 1)
-        assert names_a_key(config, key, what), message
+        assert exc.problems
+        for problem in exc.problems:  # each names the file and a key, one a line
+            assert problem.startswith(f"{path}: ")
+            assert "\n" not in problem
+            key, what = problem[len(f"{path}: ") :].split(": ", 1)
+            assert names_a_key(config, key, what), problem
 
 
 def names_a_key(config: dict, key: str, what: str) -> bool:
     """`key` (`storage.retention`, `destinations.crm.type`, `routes[0].events`) leads through
-    the config's own tables to a key it has, or to one it lacks that the message says is
-    required."""
+    the config's own tables to a key it has, or to one it lacks (perhaps in a table it lacks)
+    that the message says is required."""
     node: object = config
     parts = key.replace("[", ".[").split(".")
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
+    for part in parts:
         if part.startswith("["):
             index = int(part.strip("[]"))
             if isinstance(node, str) and index == 0:  # one string for a list of strings
@@ -180,6 +180,6 @@ def names_a_key(config: dict, key: str, what: str) -> bool:
             node = node[index]
         elif isinstance(node, dict) and part in node:
             node = node[part]
-        else:
-            return last and isinstance(node, dict) and what.startswith("required")
+        else:  # a required key, perhaps in a table the config leaves out
+            return isinstance(node, dict) and what.startswith("required")
     return True

@@ -91,6 +91,7 @@ def test_sign_matches_an_independent_standard_webhooks_signer(tmp_path, msg_id, 
     path = tmp_path / "relay.toml"
     path.write_text(
         f'[destinations.crm]\ntype = "http"\nurl = "https://x.example/"\nsigning_secret = "{SECRET}"\n'
+        '[[routes]]\nevents = ["*"]\ndestinations = ["crm"]\n'
     )
     key = load(path).destinations["crm"].signing_key
     signature = sign(key, msg_id, timestamp, body)

@@ -454,3 +454,48 @@ def test_own_output_is_not_wrapped_again(html):
     out, _, _ = run(html)
     again, _, calls = run(out)
     assert [kind for kind, _ in calls if kind in ("click", "unsub")] == []
+
+
+# The bulletproof button of buttons.cm (Campaign Monitor), as newsletter templates use it:
+# VML for Outlook desktop inside a conditional comment, an <a> for every other client.
+BULLETPROOF = """\
+<div><!--[if mso]>
+  <v:roundrect xmlns:v="urn:schemas-microsoft-com:vml" xmlns:w="urn:schemas-microsoft-com:office:word" href="http://www.example.com/sale?utm_source=mso&amp;x=1" style="height:40px;v-text-anchor:middle;width:200px;" arcsize="10%" strokecolor="#1e3650" fill="t">
+    <v:fill type="tile" src="https://i.imgur.com/0xPEf.gif" color="#556270" />
+    <w:anchorlock/>
+    <center style="color:#ffffff;font-family:sans-serif;font-size:13px;font-weight:bold;">Show me the button!</center>
+  </v:roundrect>
+<![endif]--><a href="http://www.example.com/sale?utm_source=mso&amp;x=1"
+style="background-color:#556270;background-image:url(https://i.imgur.com/0xPEf.gif);border:1px solid #1e3650;border-radius:4px;color:#ffffff;display:inline-block;font-family:sans-serif;font-size:13px;font-weight:bold;line-height:40px;text-align:center;text-decoration:none;width:200px;-webkit-text-size-adjust:none;mso-hide:all;">Show me the button!</a></div>
+<!--[if mso | IE]><v:rect href='https://example.com/rect' fillcolor="#fff"><v:textbox>R</v:textbox></v:rect><v:oval href=https://example.com/oval></v:oval><![endif]-->
+<!-- not for Outlook: <v:roundrect href="https://example.com/plain-comment"> -->
+"""
+
+
+def test_vml_buttons_in_conditional_comments_are_wrapped_like_links():
+    out, _, calls = run(BULLETPROOF)
+    sale = "http://www.example.com/sale?utm_source=mso&x=1"
+    assert clicks(calls) == [
+        sale,
+        sale,
+        "https://example.com/rect",
+        "https://example.com/oval",
+    ]
+    expected = (
+        BULLETPROOF.replace(
+            'href="http://www.example.com/sale?utm_source=mso&amp;x=1"',
+            f'href="{made("click", sale)}"',
+        )
+        .replace(
+            "href='https://example.com/rect'", f"href='{made('click', 'https://example.com/rect')}'"
+        )
+        .replace(
+            "href=https://example.com/oval>", f"href={made('click', 'https://example.com/oval')}>"
+        )
+    )
+    assert out == POT + expected + PIX
+    # The comment syntax Outlook reads is intact, the other clients' markup too.
+    assert out.count("<!--[if mso]>") == 1 and out.count("<![endif]-->") == 2
+    assert out.count("<!--[if mso | IE]>") == 1
+    assert 'src="https://i.imgur.com/0xPEf.gif"' in out  # a VML fill is not a link
+    assert 'href="https://example.com/plain-comment"' in out  # an ordinary comment stays

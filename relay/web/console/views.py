@@ -264,7 +264,7 @@ def curl(dest: HttpDestination, event: dict[str, Any]) -> str:
     headers["webhook-id"] = "<webhook-id>"
     if dest.signing_key is not None:
         headers["webhook-timestamp"] = "<unix time>"
-        headers["webhook-signature"] = "<v1,signature made with signing_key>"
+        headers["webhook-signature"] = "<v1,signature made with signing_secret>"
     lines = [f"curl -X {dest.method} {shlex.quote(url)}"]
     lines += [f"  -H {shlex.quote(f'{k}: {v}')}" for k, v in headers.items()]
     if body is not None:
