@@ -59,7 +59,13 @@ async def upload(relay, sent: list[dict], files: int = 1, ftp=None) -> None:
     assert (await relay.post_events(sent)).status == 202
     relay.runtime.dispatchers["logs"].flush()
     if ftp is not None:
-        await wait_for(lambda: len(ftp.files()) >= files, 8, f"{files} uploaded file(s)")
+        # Final names only: the hidden temporary file shows up first, while it is written.
+        # (20 s: a connection the server drops under load is retried after 5 s.)
+        await wait_for(
+            lambda: len([n for n in ftp.files() if not n.startswith(".")]) >= files,
+            20,
+            f"{files} uploaded file(s)",
+        )
 
 
 def jsonl_ids(data: bytes) -> list[str]:
