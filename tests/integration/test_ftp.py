@@ -59,10 +59,10 @@ async def upload(relay, sent: list[dict], files: int = 1, ftp=None) -> None:
     assert (await relay.post_events(sent)).status == 202
     relay.runtime.dispatchers["logs"].flush()
     if ftp is not None:
-        # Final names only: the hidden temporary file shows up first, while it is written.
-        # (20 s: a connection the server drops under load is retried after 5 s.)
+        # the hidden .part file shows first; done once it is renamed to a final name
+        # (20 s: a connection the server drops under load is retried after 5 s)
         await wait_for(
-            lambda: len([n for n in ftp.files() if not n.startswith(".")]) >= files,
+            lambda: len(ftp.files()) >= files and not any(n.startswith(".") for n in ftp.files()),
             20,
             f"{files} uploaded file(s)",
         )
@@ -189,7 +189,11 @@ async def test_a_server_that_is_down_is_retried_until_it_is_back(make_relay, tmp
     server = FtpServer(root)
     await server.start_on(port)
     try:
-        await wait_for(lambda: server.files(), 8, "the upload once the server is up")
+        await wait_for(
+            lambda: server.files() and not any(n.startswith(".") for n in server.files()),
+            8,
+            "the upload once the server is up",
+        )
     finally:
         await server.close()
     assert jsonl_ids(next(iter(server.files().values()))) == ["ev-0", "ev-1", "ev-2"]
