@@ -32,12 +32,19 @@ from .store import (
 # Events whose delivery is a legal matter: flagged when they wait past the deadline.
 DEADLINE_TYPES = ("engine_unsub", "scomp", "sms_optout")
 SAMPLE_IDS = 20
-EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+)")
+# A local part quoted ("jane doe") or not, in any script; a domain in any script (IDN) or
+# an address literal ([192.0.2.1]).
+EMAIL = re.compile(r'("(?:[^"\\\r\n]|\\.)+"|[^\s@<>()\[\],;:"]+)@([\w.-]+|\[[^\]\s]+\])')
+
+
+def _masked(match: re.Match[str]) -> str:
+    return f"{match.group(1).lstrip(chr(34))[:1]}***@{match.group(2)}"
 
 
 def mask_email(text: str) -> str:
-    """`jane.doe@example.com` → `j***@example.com`: enough to recognise, not to harvest."""
-    return EMAIL.sub(r"\1***@\2", text)
+    """`jane.doe@example.com` → `j***@example.com`: enough to recognise, not to harvest
+    (quoted local parts and international addresses too)."""
+    return EMAIL.sub(_masked, text)
 
 
 def mask_event(event: dict[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from .config import Config, ConfigError, HttpDestination, find_config, load, nod
 from .confread import parse_duration, parse_listen
 from .dispatch_log import DispatchLog
 from .store import DestinationStats, SqliteStore, StorageUnavailable, make_store
+from .text import one_line
 
 
 class Failed(Exception):
@@ -81,47 +82,83 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--listen", metavar="HOST:PORT", help=listen_help)
     sh = add("show", "explain one event: its destinations, their state and every attempt")
-    sh.add_argument("event_id")
-    sh.add_argument("--json", action="store_true", help="what GET /v1/admin/events/{id} returns")
+    sh.add_argument(
+        "event_id",
+        help="the event's id, as the 202 answer, the dispatch log or the console show it",
+    )
+    sh.add_argument(
+        "--json", action="store_true", help="print what GET /v1/admin/events/{id} answers"
+    )
     s = add("stats", "per destination: pending, leased, dead, delivered, oldest pending")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     t = add("tail", "read or follow the dispatch log")
-    t.add_argument("-f", "--follow", action="store_true")
-    t.add_argument("--json", action="store_true")
-    t.add_argument("--destination")
-    t.add_argument("--event-type")
-    t.add_argument("--outcome", choices=["delivered", "retry", "dead", "leased", "acked"])
+    t.add_argument(
+        "-f", "--follow", action="store_true", help="keep printing lines as they are written"
+    )
+    t.add_argument("--json", action="store_true", help="print the log's JSON lines as they are")
+    t.add_argument("--destination", help="only this destination's lines")
+    t.add_argument("--event-type", help="only this event type's lines (hides audit lines)")
+    t.add_argument(
+        "--outcome",
+        choices=["delivered", "retry", "dead", "leased", "acked"],
+        help="only lines with this outcome (hides audit lines)",
+    )
     dead = add("dead", "list or replay dead deliveries")
     dsub = dead.add_subparsers(dest="dead_command", required=True, metavar="list|replay")
     dl = dsub.add_parser("list", parents=[common], help="list dead deliveries")
-    dl.add_argument("--destination")
-    dl.add_argument("--json", action="store_true")
-    dl.add_argument("--limit", type=int, default=1000)
+    dl.add_argument("--destination", help="only this destination's dead deliveries")
+    dl.add_argument("--json", action="store_true", help="one JSON object a line")
+    dl.add_argument("--limit", type=int, default=1000, help="print at most this many, oldest first")
     dr = dsub.add_parser("replay", parents=[common], help="make dead deliveries pending again")
-    dr.add_argument("--destination")
-    dr.add_argument("--id", action="append", default=[], dest="ids", help="event id (repeatable)")
-    dr.add_argument("--since", type=parse_time)
-    dr.add_argument("--until", type=parse_time)
-    dr.add_argument("--dry-run", action="store_true")
-    dr.add_argument("--group", help="a failure group's id, as the console shows it")
-    dr.add_argument("--rate", type=float, help="at most this many events/s, spread out")
+    dr.add_argument("--destination", help="only this destination's dead deliveries")
+    dr.add_argument(
+        "--id", action="append", default=[], dest="ids", metavar="ID", help="event id (repeatable)"
+    )
+    dr.add_argument(
+        "--since",
+        type=parse_time,
+        metavar="T",
+        help="events received at or after T (epoch, ISO 8601 or an age: 2h)",
+    )
+    dr.add_argument("--until", type=parse_time, metavar="T", help="events received before T")
+    dr.add_argument(
+        "--dry-run", action="store_true", help="count what would be replayed, change nothing"
+    )
+    dr.add_argument("--group", metavar="G", help="a failure group's id, as the console shows it")
+    dr.add_argument(
+        "--rate", type=float, metavar="R", help="at most R events a second, oldest first"
+    )
     pa = add("pause", "stop sending to a destination (its backlog is kept)")
-    pa.add_argument("destination")
-    pa.add_argument("--for", dest="duration", help="resume by itself after this long, e.g. 30m")
-    add("resume", "start sending to a paused destination again").add_argument("destination")
+    pa.add_argument("destination", help="a destination name")
+    pa.add_argument(
+        "--for",
+        dest="duration",
+        metavar="DURATION",
+        help="resume by itself after this long, e.g. 30m",
+    )
+    add("resume", "start sending to a paused destination again").add_argument(
+        "destination", help="a destination name"
+    )
     add("flush", "send a digest or upload now instead of at the end of its period").add_argument(
-        "destination"
+        "destination", help="an email, ftp or sftp destination"
     )
     lk = add("link", "print one signed tracking URL")
-    lk.add_argument("--kind", required=True, choices=["click", "open", "unsub", "signup"])
-    lk.add_argument("--email")
-    lk.add_argument("--url")
-    lk.add_argument("--listid")
-    lk.add_argument("--sendid")
-    lk.add_argument("--click-tracking-id")
-    lk.add_argument("--mail-class")
+    lk.add_argument(
+        "--kind",
+        required=True,
+        choices=["click", "open", "unsub", "signup"],
+        help="the link's kind",
+    )
+    lk.add_argument("--email", help="the recipient (required except for signup)")
+    lk.add_argument(
+        "--url", help="click: the target; unsub: the landing page; signup: the thank-you page"
+    )
+    lk.add_argument("--listid", help="the list, carried into the event")
+    lk.add_argument("--sendid", help="the send or campaign, carried into the event")
+    lk.add_argument("--click-tracking-id", help="which link or placement, carried into the event")
+    lk.add_argument("--mail-class", help="the kind of mail, carried into the event")
     add("backup", "a consistent copy of the database, safe while the daemon runs").add_argument(
-        "path"
+        "path", help="where to write the copy; it must not exist yet"
     )
     db = add("db", "database maintenance")
     db.add_subparsers(dest="db_command", required=True, metavar="migrate").add_parser(
@@ -233,7 +270,9 @@ def cmd_stats(args: argparse.Namespace, config: Config) -> int:
         )
         for name, d in sorted(stats.destinations.items()):
             age = "-" if d.oldest_pending_s is None else f"{d.oldest_pending_s:.1f}s"
-            print(f"{name:<20}{d.pending:>10}{d.leased:>10}{d.dead:>10}{d.delivered:>12}  {age}")
+            print(
+                f"{one_line(name):<20}{d.pending:>10}{d.leased:>10}{d.dead:>10}{d.delivered:>12}  {age}"
+            )
         return 0
 
     return _with_store(config, work)
@@ -274,7 +313,7 @@ def cmd_show(args: argparse.Namespace, config: Config) -> int:
         if args.json:
             print(orjson.dumps(view).decode())
         else:
-            print("\n".join(show_lines(view)))
+            print("\n".join(one_line(line) for line in show_lines(view)))
         return 0
 
     return _with_store(config, work)
@@ -325,7 +364,9 @@ def cmd_dead(args: argparse.Namespace, config: Config) -> int:
                     print(orjson.dumps(r.as_dict()).decode())
                 else:
                     print(
-                        f"{r.event_id}  {r.destination}  {r.event_type}  attempts={r.attempts}  {r.last_error or ''}"
+                        one_line(
+                            f"{r.event_id}  {r.destination}  {r.event_type}  attempts={r.attempts}  {r.last_error or ''}"
+                        )
                     )
             return 0
     else:

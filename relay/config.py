@@ -14,6 +14,7 @@ import base64
 import ipaddress
 import os
 import socket
+import string
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +29,12 @@ from .config_email_ftp import (
     parse_ftp,
     parse_sftp,
 )
-from .confread import ConfigError, Table, is_loopback, parse_listen
+from .confread import ConfigError, Table, is_loopback, parse_duration, parse_listen
 from .events import EVENT_TYPES, event_type_for
 
 __all__ = ["Config", "ConfigError", "find_config", "load", "node_name"]
 
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 SEARCH_PATH = ("relay.toml", "/etc/relay/relay.toml")
 DESTINATION_TYPES = ("http", "email", "ftp", "sftp", "pull")
 MAX_PULL_BATCH = 10_000
@@ -106,6 +108,13 @@ class ServerConfig:
     port: int = 8080
     public_url: str = "http://127.0.0.1:8080"
     trusted_proxies: tuple[str, ...] = ()
+    # Host header names the console, admin API and tokenless routes answer (relay.guard)
+    allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
+    public_hosts: tuple[str, ...] = ("127.0.0.1",)  # tracking links' hosts (public_url's)
+    head_timeout_s: float = 10.0  # a whole request head within this, or the socket closes
+    body_timeout_s: float = 60.0  # a whole request body within this
+    idle_timeout_s: float = 75.0  # an idle keep-alive connection closes after this
+    max_connections: int = 1000  # beyond this, silent sockets are closed, then 503 (but /healthz)
 
     @property
     def loopback(self) -> bool:
@@ -262,8 +271,58 @@ def _server(t: Table) -> ServerConfig:
             ipaddress.ip_network(proxy, strict=False)
         except ValueError:
             t.problem(f"{proxy!r} is not an IP address or network", f"trusted_proxies[{i}]")
+    default_hosts = tuple(dict.fromkeys((_bracketed(host), *LOOPBACK_HOSTS)))
+    cfg = ServerConfig(
+        host,
+        port,
+        public_url,
+        proxies,
+        allowed_hosts=_hosts(t, "allowed_hosts", default_hosts),
+        public_hosts=_hosts(t, "public_hosts", (_bracketed(urlsplit(public_url).hostname),)),
+        head_timeout_s=_positive(t, "head_timeout", "10s"),
+        body_timeout_s=_positive(t, "body_timeout", "60s"),
+        idle_timeout_s=_positive(t, "idle_timeout", "75s"),
+        max_connections=t.int("max_connections", 1000, low=1, high=1_000_000),
+    )
     t.done()
-    return ServerConfig(host, port, public_url, proxies)
+    return cfg
+
+
+def _bracketed(host: str | None) -> str:
+    """A host as a Host header carries it: an IPv6 address in brackets, lowercased."""
+    host = (host or "").lower()
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _hosts(t: Table, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """Host names without a port (any port matches); `"*"` means any host."""
+    given = t.str_list(key)
+    if not t.has(key):
+        return default
+    hosts = []
+    for i, raw in enumerate(given):
+        host = raw.strip().lower().rstrip(".")
+        if host != "*" and (
+            not host
+            or host.startswith("[") != host.endswith("]")
+            or (":" in host and not host.startswith("["))
+            or any(c in host for c in "/@?# ")
+        ):
+            t.problem(
+                f"{raw!r} is not a host name without a port (e.g. relay.example.com, [::1])",
+                f"{key}[{i}]",
+            )
+            continue
+        hosts.append(_bracketed(host.strip("[]")) if host.startswith("[") else host)
+    return tuple(hosts)
+
+
+def _positive(t: Table, key: str, default: str) -> float:
+    value = t.duration(key, default)
+    if value <= 0:
+        t.problem("must be more than 0", key)
+        return parse_duration(default)
+    return value
 
 
 def _storage(t: Table, base_dir: Path) -> StorageConfig:
@@ -379,7 +438,7 @@ def _http(t: Table, name: str) -> HttpDestination:
         url = "http://invalid"
     _require_http_url(t, "url", url)
     headers_t = t.table("headers")
-    headers = tuple((k, headers_t.secret(k)) for k in list(headers_t.data))
+    headers = tuple(_header(headers_t, k) for k in list(headers_t.data))
     headers_t.done()
     secret = t.secret("signing_secret")
     dest = HttpDestination(
@@ -416,6 +475,19 @@ def _pull(t: Table, name: str, server: ServerConfig) -> PullDestination:
     if not dest.tokens and not server.loopback:
         t.problem(f"required when server.listen is not loopback ({server.host})", "tokens")
     return dest
+
+
+_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~" + string.ascii_letters + string.digits)
+
+
+def _header(t: Table, name: str) -> tuple[str, str]:
+    """A custom header: an RFC 9110 token as its name, printable ASCII as its value."""
+    if not name or not set(name) <= _TOKEN_CHARS:
+        t.problem("a header name is letters, digits and !#$%&'*+-.^_`|~ only", name)
+    value = t.secret(name) or ""
+    if not value.isascii() or not value.isprintable():
+        t.problem("a header value must be printable ASCII", name)
+    return name, value
 
 
 def _signing_key(t: Table, secret: str) -> bytes:

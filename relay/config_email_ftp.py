@@ -94,6 +94,7 @@ class FtpDestination(Uploads):
     upload_every_s: float = 3600.0
     filename: str = "events-{date}-{time}-{seq}.jsonl"
     format: str = "jsonl"
+    csv_raw: bool = False  # csv: cells as they are, formulas too (see logfile.render)
     max_events_per_file: int = 100_000
     timeout_s: float = 60.0  # for one whole upload: connect to rename
     delay_s: float = 0.0
@@ -120,6 +121,7 @@ class SftpDestination(Uploads):
     upload_every_s: float = 3600.0
     filename: str = "events-{date}-{time}-{seq}.jsonl"
     format: str = "jsonl"
+    csv_raw: bool = False
     max_events_per_file: int = 100_000
     timeout_s: float = 60.0
     delay_s: float = 0.0
@@ -179,6 +181,7 @@ def parse_ftp(t: Table, name: str, retry: RetryPolicy, base_dir: Path) -> FtpDes
         upload_every_s=every,
         filename=_filename(t, fmt),
         format=fmt,
+        csv_raw=t.bool("csv_raw", False),
         max_events_per_file=t.int("max_events_per_file", 100_000, low=1, high=MAX_PER_FILE),
         timeout_s=t.duration("timeout", "60s"),
         delay_s=t.duration("delay", "0s"),
@@ -202,6 +205,7 @@ def parse_sftp(t: Table, name: str, retry: RetryPolicy, base_dir: Path) -> SftpD
         upload_every_s=every,
         filename=_filename(t, fmt),
         format=fmt,
+        csv_raw=t.bool("csv_raw", False),
         max_events_per_file=t.int("max_events_per_file", 100_000, low=1, high=MAX_PER_FILE),
         timeout_s=t.duration("timeout", "60s"),
         delay_s=t.duration("delay", "0s"),

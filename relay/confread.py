@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 
 
@@ -126,7 +127,20 @@ class Table:
         return value
 
     def str(self, key: str, default: Any = None) -> Any:
-        return self._typed(key, (str,), "a string", default)
+        """A string without control characters: none belongs in a file name, a path, a
+        header or a URL, and a CR/LF there would split a line on the wire."""
+        value = self._typed(key, (str,), "a string", default)
+        if isinstance(value, str) and not self._clean(value, key):
+            return default
+        return value
+
+    def _clean(self, value: str, key: str) -> bool:
+        bad = _CONTROL.search(value)
+        if bad:
+            self.problem(
+                f"must not contain control characters ({bad.group()!r} at {bad.start()})", key
+            )
+        return bad is None
 
     def bool(self, key: str, default: bool = False) -> bool:
         return self._typed(key, (bool,), "true or false", default)
@@ -168,9 +182,13 @@ class Table:
     def str_list(self, key: str, default: Iterable[str] = ()) -> tuple[str, ...]:
         value = self.raw(key, list(default))
         if isinstance(value, str):
+            if not self._clean(value, key):
+                return tuple(default)
             value = [value]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             self.problem("must be a list of strings", key)
+            return tuple(default)
+        if not all([self._clean(v, f"{key}[{i}]") for i, v in enumerate(value)]):
             return tuple(default)
         return tuple(value)
 
@@ -189,6 +207,7 @@ class Table:
             return value
         if not resolved:
             self.problem("must not be empty", key)
+        self._clean(resolved, key)  # an env: or file: secret too
         return resolved
 
     def done(self) -> None:

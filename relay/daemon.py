@@ -20,6 +20,8 @@ from aiohttp import web
 
 from .config import Config, ConfigError, PullDestination, node_name
 from .dispatch_log import DispatchLog
+from .guard import LIMITS
+from .limits import ListenSite
 from .notify import Heartbeat, Notifier, status_line
 from .periodic import leads
 from .runtime import Runtime
@@ -71,12 +73,17 @@ class Daemon:
         if config.storage.backend == "postgres":  # a tracking link must never break
             runtime.spool = Spool(Path(f"{config.storage.path}.spool"))
             await runtime.spool.open()
+        app = create_app(runtime)
         self._runner = web.AppRunner(
-            create_app(runtime), access_log=None, handle_signals=False, shutdown_timeout=5.0
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=5.0,
+            keepalive_timeout=config.server.idle_timeout_s,
         )
         try:
             await self._runner.setup()
-            site = web.TCPSite(self._runner, config.server.host, config.server.port)
+            site = ListenSite(self._runner, config.server.host, config.server.port, app[LIMITS])
             await site.start()
         except OSError as exc:
             await self._runner.cleanup()

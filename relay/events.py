@@ -67,6 +67,9 @@ MAX_FIELDS = 100
 MAX_KEY = 64
 MAX_STRING = 8192
 MAX_HEADERS = 50
+# Beyond ±(2**53 - 1) a JSON number is rounded by JavaScript and most JSON readers (and
+# orjson reads an integer past 64 bits as a float): such numbers must come as strings.
+MAX_SAFE_INT = 2**53 - 1
 
 
 def event_type_for(name: str) -> str | None:
@@ -118,8 +121,14 @@ def _check_scalar(index: int, key: str, value: object, problems: list[Problem]) 
     if isinstance(value, str):
         if len(value) > MAX_STRING:
             problems.append(Problem(index, key, f"longer than {MAX_STRING} characters"))
-    elif value is not None and not isinstance(value, bool | int | float):
+    elif value is None or value is True or value is False:
+        pass
+    elif not isinstance(value, int | float):
         problems.append(Problem(index, key, "must be a string, number, boolean or null"))
+    elif not -MAX_SAFE_INT <= value <= MAX_SAFE_INT:
+        problems.append(
+            Problem(index, key, "a number beyond ±(2^53 - 1) would be rounded: send it as a string")
+        )
 
 
 def _check_headers(index: int, value: object, problems: list[Problem]) -> None:

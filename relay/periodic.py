@@ -53,6 +53,7 @@ class PeriodicDispatcher(Dispatcher):
         self.period_s = dest.period_s
         self.rounds = 0
         self._flush = False
+        self._flushes = 0  # flush() calls so far: one made during a query is not lost
         self._retry_at: float | None = None  # set by a failed round: when to try again
         self._scheduled: list[float] = []  # retry times decided during the current round
 
@@ -62,6 +63,7 @@ class PeriodicDispatcher(Dispatcher):
     def flush(self) -> None:
         """Send what is due now instead of at the end of the period (`relay flush`)."""
         self._flush = True
+        self._flushes += 1
         self._wake.set()
 
     async def _loop(self) -> None:
@@ -85,9 +87,13 @@ class PeriodicDispatcher(Dispatcher):
 
     async def _round_due(self) -> bool:
         now = time.time()
+        asked = self._flushes
         due = await self.store.next_due(self.name)
         if due is None or due > now:
-            self._flush = False  # nothing to send: the flush is done
+            # Nothing to send: the flush is done, unless it came while the store answered
+            # (the events it is for may have been committed after the query read).
+            if self._flushes == asked:
+                self._flush = False
             return False
         if self._flush:
             return True

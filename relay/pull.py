@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Collection
 
@@ -15,11 +16,24 @@ from .runtime import Runtime
 from .store import Claimed
 from .web import RUNTIME, JsonError, check_bearer, json_response
 
+# A token nobody can send (a fresh random one each start): checking against it always fails.
+UNMATCHABLE = secrets.token_urlsafe(32)
+
 
 def _destination(request: web.Request) -> PullDestination:
+    """The pull destination named in the path, once its token checks out.
+
+    An unknown name answers exactly like a known one asked without its token whenever any
+    pull destination has tokens, so a stranger cannot list the names by their 404s.
+    """
     name = request.match_info["destination"]
-    dest = request.app[RUNTIME].config.destinations.get(name)
+    config = request.app[RUNTIME].config
+    dest = config.destinations.get(name)
     if not isinstance(dest, PullDestination):
+        if not config.server.loopback or any(
+            isinstance(d, PullDestination) and d.tokens for d in config.destinations.values()
+        ):
+            check_bearer(request, (UNMATCHABLE,))
         raise JsonError(404, f"no pull destination named {name!r}")
     check_bearer(request, dest.tokens)
     return dest

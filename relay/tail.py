@@ -10,6 +10,8 @@ from typing import IO
 
 import orjson
 
+from .text import one_line
+
 POLL_S = 0.2
 
 
@@ -83,7 +85,7 @@ def pretty(entry: dict) -> str:
             f"count={entry['count']}" if entry.get("count") is not None else "",
             entry.get("detail") or "",
         ]
-        return "  ".join(p for p in parts if p)
+        return one_line("  ".join(p for p in parts if p))
     ident = entry.get("event_id") or f"{entry.get('count', 0)} events"
     parts = [
         entry.get("ts") or "-",
@@ -97,7 +99,7 @@ def pretty(entry: dict) -> str:
         f"next={entry['next_attempt']}" if entry.get("next_attempt") else "",
         f"error={entry['error']!r}" if entry.get("error") else "",
     ]
-    return "  ".join(p for p in parts if p)
+    return one_line("  ".join(p for p in parts if p))
 
 
 def run(

@@ -20,6 +20,7 @@ from .bots import Verdict
 from .events import new_id
 from .runtime import Runtime
 from .store import StorageUnavailable
+from .text import ascii_uri
 from .tokens import is_safe_url
 from .web import RUNTIME
 
@@ -131,9 +132,17 @@ def _message_fields(fields: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in fields.items() if k != "url"}
 
 
+# A form, or no declared body at all (aiohttp reads an absent type as octet-stream).
+FORM_TYPES = frozenset(
+    {"application/x-www-form-urlencoded", "multipart/form-data", "application/octet-stream"}
+)
+
+
 async def _form(request: web.Request):
-    """The posted form; a body that is not one (bad bytes, a multipart without its
-    boundary) is a 400, never a 500."""
+    """The posted form; a body that is not one (JSON, bad bytes, a multipart without its
+    boundary) is a 400, never a 500 — and never read as an empty form that records."""
+    if request.content_type not in FORM_TYPES:
+        raise web.HTTPBadRequest(text=f"expected a form post, not {request.content_type[:100]}")
     try:
         return await request.post()
     except web.HTTPException:
@@ -178,7 +187,7 @@ async def click(request: web.Request) -> web.Response:
     ip = client_ip(request, runtime.config.server.trusted_proxies)
     if request.method == "HEAD":  # link checkers: answer like a GET, record nothing
         runtime.bots.head(ip)
-        return web.Response(status=302, headers={"Location": target, **NO_STORE})
+        return web.Response(status=302, headers={"Location": ascii_uri(target), **NO_STORE})
     email = fields.get("email")
     if email:
         user_agent = request.headers.get("User-Agent")
@@ -187,7 +196,7 @@ async def click(request: web.Request) -> web.Response:
         del fields["url"]  # _message_fields, in place
         fields["click_url"] = target
         await _store(runtime, "engine_click", fields, verdict, "click", ip, user_agent)
-    return web.Response(status=302, headers={"Location": target, **NO_STORE})
+    return web.Response(status=302, headers={"Location": ascii_uri(target), **NO_STORE})
 
 
 def _page(title: str, body: str, status: int = 200) -> web.Response:

@@ -178,4 +178,7 @@ def create_app(runtime: Runtime) -> web.Application:
     from . import console  # the operator console's HTML pages (/console/)
 
     console.add_routes(app)
+    from . import guard  # innermost: after the console's auth, before every handler
+
+    guard.install(app, runtime.config)
     return app

@@ -3,12 +3,9 @@
 - Every request is authenticated by `relay.console_auth.console_actor` (a console token as
   Bearer or Basic, or "loopback" when no tokens are set); the actor is kept for the audit
   trail.
-- An unsafe method (POST) must be same-origin: `Sec-Fetch-Site: same-origin` or `none`
-  (typed into the address bar), else an `Origin` whose host is the request's own `Host`.
-  A request with neither header is allowed: every browser sends `Origin` on a POST and
-  modern ones send `Sec-Fetch-Site`, so such a request is not a browser's cross-site form
-  (curl, a script) — and it still needs the console token. A `Sec-Fetch-Site` of
-  `cross-site`/`same-site`, or a foreign or `null` `Origin`, is a 403.
+- An unsafe method (POST) must be same-origin, and the `Host` one of
+  `server.allowed_hosts`: that is `relay.guard`, the one browser-safety policy of the
+  whole HTTP surface (its refusals reach this middleware and become HTML pages here).
 - `console.read_only` refuses every POST with 403 (the pages hide the forms).
 - Every console response (pages, static files, the SSE stream, errors) carries a strict
   CSP (`script-src 'self'`, no inline script or style), `X-Frame-Options: DENY`,
@@ -20,7 +17,6 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp_jinja2
 import jinja2
@@ -48,18 +44,6 @@ HEADERS = {
 
 def is_console(request: web.BaseRequest) -> bool:
     return request.path == "/console" or request.path.startswith("/console/")
-
-
-def same_origin(request: web.BaseRequest) -> bool:
-    site = request.headers.get("Sec-Fetch-Site")
-    if site is not None:
-        return site in ("same-origin", "none")
-    origin = request.headers.get("Origin")
-    if origin is not None:
-        parts = urlsplit(origin)
-        return parts.scheme in ("http", "https") and parts.netloc.lower() == request.host.lower()
-    # Neither header: not a browser (see the module docstring); auth still applies.
-    return not any(name.lower().startswith("sec-fetch-") for name in request.headers)
 
 
 def render(name: str, request: web.Request, ctx: dict[str, Any], status: int = 200) -> web.Response:
@@ -90,11 +74,8 @@ async def console_guard(request: web.Request, handler: Any) -> web.StreamRespons
 
     try:
         request[ACTOR] = console_actor(request)
-        if request.method not in SAFE_METHODS:
-            if request.app[RUNTIME].config.console.read_only:
-                return error_page(request, 403, "The console is read-only (console.read_only).")
-            if not same_origin(request):
-                return error_page(request, 403, "Cross-site request refused.")
+        if request.method not in SAFE_METHODS and request.app[RUNTIME].config.console.read_only:
+            return error_page(request, 403, "The console is read-only (console.read_only).")
         return await handler(request)
     except JsonError as exc:
         try:

@@ -21,6 +21,7 @@ import orjson
 
 from ..config_email_ftp import EmailDestination
 from ..store import Claimed
+from ..text import ascii_domain, msg_id_left, one_line
 from .base import Result, tls_context
 from .http import message_id
 
@@ -54,8 +55,10 @@ def summary(dest: EmailDestination, claims: list[Claimed], events: list[dict]) -
         f"{'time (UTC)':<20} {'event type':<17} {'email / phone':<32} detail",
     ]
     for c, e in list(zip(claims, events, strict=True))[:SUMMARY_ROWS]:
-        who = str(e.get("email") or e.get("phone") or "")
+        # Recipients' values: one line each, whatever they hold (no forged summary rows).
+        who = one_line(str(e.get("email") or e.get("phone") or ""))
         detail = next((str(e[f]) for f in DETAIL_FIELDS if e.get(f) not in (None, "")), "")
+        detail = one_line(detail)
         row = f"{_when(e, c.created_at):<20} {str(e.get('event_type')):<17} {who:<32} {detail}"
         lines.append(row[:160])
     if len(events) > SUMMARY_ROWS:
@@ -73,7 +76,7 @@ def build_message(dest: EmailDestination, claims: list[Claimed]) -> EmailMessage
     msg["Date"] = formatdate(usegmt=True)
     # Stable across retries of the same events: receivers can drop a duplicate.
     domain = dest.from_addr.rpartition("@")[2]
-    msg["Message-ID"] = f"<{message_id(claims)}@{domain}>"
+    msg["Message-ID"] = f"<{msg_id_left(message_id(claims))}@{ascii_domain(domain)}>"
     msg.set_content(summary(dest, claims, events))
     stamp = datetime.fromtimestamp(min(c.created_at for c in claims), UTC)
     msg.add_attachment(

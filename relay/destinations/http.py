@@ -17,6 +17,7 @@ from .. import __version__
 from ..config import HttpDestination
 from ..domain import pure360
 from ..store import RESPONSE_CHARS, Claimed
+from ..text import header_value
 from .base import Result
 
 ERROR_BODY_CHARS = 200
@@ -115,7 +116,8 @@ class HttpSender:
             )
             headers["Content-Type"] = "application/json"
             signed = body
-        msg_id = message_id(claims)
+        # ASCII whatever the id (signed as sent, so receivers verify what they got)
+        msg_id = header_value(message_id(claims))
         headers["webhook-id"] = msg_id  # always: receivers dedupe on it
         if dest.signing_key is not None:
             ts = int(time.time())

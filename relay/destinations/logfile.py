@@ -19,14 +19,18 @@ import orjson
 
 from ..domain import pure360
 from ..store import Claimed
+from ..text import csv_cell
 from .base import Result
 from .http import flatten
 
 MAX_NAME_TRIES = 10_000
 
 
-def render(fmt: str, claims: list[Claimed]) -> bytes:
-    """The file's bytes: one line per event, in claim order (oldest due first)."""
+def render(fmt: str, claims: list[Claimed], csv_raw: bool = False) -> bytes:
+    """The file's bytes: one line per event, in claim order (oldest due first).
+
+    CSV cells that a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, tab, CR first)
+    get a `'` in front, as OWASP advises, unless `csv_raw` (for programs, not people)."""
     if fmt == "jsonl":
         return b"".join(c.body + b"\n" for c in claims)
     if fmt == "pure360":  # the seed platform's log: its POST data, one line per event
@@ -34,6 +38,8 @@ def render(fmt: str, claims: list[Claimed]) -> bytes:
     rows = [flatten(orjson.loads(c.body)) for c in claims]
     if fmt == "form":
         return "".join(urlencode(row) + "\n" for row in rows).encode()
+    if not csv_raw:
+        rows = [{k: csv_cell(v) for k, v in row.items()} for row in rows]
     return _csv(rows)
 
 
@@ -113,7 +119,7 @@ class LogFileSender:
     async def send(self, claims: list[Claimed]) -> Result:
         if self._broken is not None:
             return Result.retry(self._broken)
-        data = render(self.dest.format, claims)
+        data = render(self.dest.format, claims, self.dest.csv_raw)
         when = file_time(claims, self.dest.period_s)
         try:
             async with asyncio.timeout(self.dest.timeout_s):

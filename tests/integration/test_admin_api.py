@@ -50,6 +50,7 @@ async def call(
     kw: dict = {"headers": headers if headers is not None else AUTH}
     if raw is not None:
         kw["data"] = raw
+        kw["headers"] = {"Content-Type": "application/json", **kw["headers"]}
     elif body is not None:
         kw["json"] = body
     async with relay.http.request(method, f"{relay.url}{path}", **kw) as resp:

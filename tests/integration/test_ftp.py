@@ -59,7 +59,13 @@ async def upload(relay, sent: list[dict], files: int = 1, ftp=None) -> None:
     assert (await relay.post_events(sent)).status == 202
     relay.runtime.dispatchers["logs"].flush()
     if ftp is not None:
-        await wait_for(lambda: len(ftp.files()) >= files, 8, f"{files} uploaded file(s)")
+        # the hidden .part file shows first; done once it is renamed to a final name
+        # (20 s: a connection the server drops under load is retried after 5 s)
+        await wait_for(
+            lambda: len(ftp.files()) >= files and not any(n.startswith(".") for n in ftp.files()),
+            20,
+            f"{files} uploaded file(s)",
+        )
 
 
 def jsonl_ids(data: bytes) -> list[str]:
@@ -183,7 +189,11 @@ async def test_a_server_that_is_down_is_retried_until_it_is_back(make_relay, tmp
     server = FtpServer(root)
     await server.start_on(port)
     try:
-        await wait_for(lambda: server.files(), 8, "the upload once the server is up")
+        await wait_for(
+            lambda: server.files() and not any(n.startswith(".") for n in server.files()),
+            8,
+            "the upload once the server is up",
+        )
     finally:
         await server.close()
     assert jsonl_ids(next(iter(server.files().values()))) == ["ev-0", "ev-1", "ev-2"]
@@ -208,6 +218,6 @@ async def test_flush_with_nothing_due_uploads_nothing(make_relay, ftp):
     dispatcher = relay.runtime.dispatchers["logs"]
     dispatcher.flush()
     # The flush is done when the dispatcher has looked for due deliveries and found none.
-    await wait_for(lambda: dispatcher._flush is False, 10, "the flush")
+    await wait_for(lambda: not dispatcher._flush, 10, "the flush")
     assert dispatcher.rounds == 0
     assert ftp.files() == {} and ftp.stored == []
