@@ -11,17 +11,21 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from .config import PullDestination
+from .config import Config, PullDestination
 from .dispatch.activity import Activity
-from .dispatch.log import iso_ms
+from .dispatch.log import DispatchLog, iso_ms
 from .domain.replay import ReplayRequest
 from .models import State
 from .store import AttemptFilter, AuditEntry, DeadDelivery, EventDetail, ReplayFilter, Store
+
+if TYPE_CHECKING:
+    from .dispatch.dispatcher import Dispatcher
 
 # Events whose delivery is a legal matter: flagged when they wait past the deadline.
 DEADLINE_TYPES = ("engine_unsub", "scomp", "sms_optout")
@@ -107,10 +111,27 @@ def forecast(pending: int, state: str, activity: Activity | None, periodic: bool
     return f"empty in ~{minutes:.0f} min" if minutes >= 1 else "empty in <1 min"
 
 
-class Admin:
-    """Reads and actions over one runtime (`relay.runtime.Runtime`)."""
+class Operated(Protocol):
+    """What `Admin` reads and acts on: the daemon's `Runtime`, or a CLI command's
+    `cli.Offline` (the store and the config only: the running daemon notices a change
+    made in the database within a second)."""
 
-    def __init__(self, runtime: Any) -> None:
+    config: Config
+    store: Store
+    log: DispatchLog | None  # an action's audit line goes here too
+    paused: dict[str, float | None]
+    dispatchers: Mapping[str, Dispatcher]
+    activities: Mapping[str, Activity]  # the console's live picture, per destination
+
+    async def refresh_paused(self) -> None: ...
+
+    async def recover(self, destinations: Iterable[str]) -> None: ...
+
+
+class Admin:
+    """Reads and actions over one running relay, or over its database from the CLI."""
+
+    def __init__(self, runtime: Operated) -> None:
         self.runtime = runtime
 
     @property
@@ -122,7 +143,7 @@ class Admin:
         return self.runtime.config.console.show_emails
 
     def activity(self, name: str) -> Activity | None:
-        return self.runtime.outcomes.activities.get(name)
+        return self.runtime.activities.get(name)
 
     def state(self, name: str) -> str:
         if name in self.runtime.paused:

@@ -7,7 +7,8 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +24,9 @@ from .domain.text import one_line
 from .store import DestinationStats, StorageUnavailable, make_store
 
 if TYPE_CHECKING:
+    from .admin import Admin
+    from .dispatch.activity import Activity
+    from .dispatch.dispatcher import Dispatcher
     from .store.sqlite import SqliteStore
 
 
@@ -290,31 +294,35 @@ def cmd_stats(args: argparse.Namespace, config: Config) -> int:
     return _with_store(config, work)
 
 
-async def _admin(store: SqliteStore, config: Config, log: DispatchLog | None = None):
-    """`Admin` for a command: no dispatchers to wake (the daemon notices within a second),
-    only the store, the config and, for actions, the dispatch log's audit lines."""
-    from types import SimpleNamespace
+@dataclass
+class Offline:
+    """What `Admin` acts on in a command: the database and the config, no dispatchers (the
+    running daemon picks up pauses, resumes and replays from the database within a second)."""
 
-    from .admin import Admin
+    store: SqliteStore
+    config: Config
+    log: DispatchLog | None
+    paused: dict[str, float | None]
+    dispatchers: dict[str, Dispatcher] = field(default_factory=dict)
+    activities: dict[str, Activity] = field(default_factory=dict)
 
-    async def recover(names: list[str]) -> None:
+    async def refresh_paused(self) -> None:
+        self.paused = await self.store.paused()
+
+    async def recover(self, destinations: Iterable[str]) -> None:
         """A replay from the command line: ask the running daemon to send now (an open
         circuit probes at once), through the flush requests it reads every second."""
-        for name in names:  # only webhooks have a circuit to probe
-            if isinstance(config.destinations.get(name), HttpDestination):
-                await store.request_flush(name)
+        for name in destinations:  # only webhooks have a circuit to probe
+            if isinstance(self.config.destinations.get(name), HttpDestination):
+                await self.store.request_flush(name)
 
-    runtime = SimpleNamespace(
-        store=store,
-        config=config,
-        paused=await store.paused(),
-        dispatchers={},
-        outcomes=SimpleNamespace(activities={}),
-        wake=lambda names: None,
-        recover=recover,
-        log=log,
-    )
-    return Admin(runtime)
+
+async def _admin(store: SqliteStore, config: Config, log: DispatchLog | None = None) -> Admin:
+    """`Admin` for a command: only the store, the config and, for actions, the dispatch
+    log's audit lines."""
+    from .admin import Admin  # only the commands that read or act through it load it
+
+    return Admin(Offline(store, config, log, await store.paused()))
 
 
 def cmd_show(args: argparse.Namespace, config: Config) -> int:

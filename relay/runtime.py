@@ -87,6 +87,11 @@ class Runtime:
         self.outcomes = Outcomes(store, dispatch_log, [metrics])
 
     @property
+    def activities(self) -> dict[str, Activity]:
+        """The console's live picture per destination, kept by the outcomes."""
+        return self.outcomes.activities
+
+    @property
     def ingested(self) -> Counter[str]:
         """Events stored, by source."""
         return self.intake.ingested
