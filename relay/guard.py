@@ -69,8 +69,21 @@ def route_class(path: str) -> str:
     return _BY_SEGMENT.get(segment, API)
 
 
+_HOSTS_SEEN: dict[str, str] = {}  # Host header -> host name: clients send few distinct ones
+MAX_HOSTS_SEEN = 1024
+
+
 def host_name(header: str) -> str:
     """The host of a `Host` header, lowercased, without its port (`[::1]` keeps brackets)."""
+    name = _HOSTS_SEEN.get(header)
+    if name is None:
+        if len(_HOSTS_SEEN) >= MAX_HOSTS_SEEN:
+            _HOSTS_SEEN.clear()
+        name = _HOSTS_SEEN[header] = _parse_host(header)
+    return name
+
+
+def _parse_host(header: str) -> str:
     host = header.strip().lower()
     if host.startswith("["):
         end = host.find("]")
