@@ -17,8 +17,8 @@ from . import __version__, tail
 from .config import Config, ConfigError, HttpDestination, find_config, load, node_name
 from .confread import parse_duration, parse_listen
 from .dispatch_log import DispatchLog
+from .domain.text import one_line
 from .store import DestinationStats, SqliteStore, StorageUnavailable, make_store
-from .text import one_line
 
 
 class Failed(Exception):

@@ -17,10 +17,10 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from .bots import Verdict
+from .domain.text import ascii_uri
 from .events import new_id
 from .runtime import Runtime
 from .store import StorageUnavailable
-from .text import ascii_uri
 from .tokens import is_safe_url
 from .web import RUNTIME
 

@@ -20,8 +20,8 @@ import aiosmtplib
 import orjson
 
 from ..config_email_ftp import EmailDestination
+from ..domain.text import ascii_domain, msg_id_left, one_line
 from ..store import Claimed
-from ..text import ascii_domain, msg_id_left, one_line
 from .base import Result, tls_context
 from .http import message_id
 

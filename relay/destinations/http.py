@@ -16,8 +16,8 @@ import orjson
 from .. import __version__
 from ..config import HttpDestination
 from ..domain import pure360
+from ..domain.text import header_value
 from ..store import RESPONSE_CHARS, Claimed
-from ..text import header_value
 from .base import Result
 
 ERROR_BODY_CHARS = 200

@@ -18,8 +18,8 @@ from urllib.parse import urlencode
 import orjson
 
 from ..domain import pure360
+from ..domain.text import csv_cell
 from ..store import Claimed
-from ..text import csv_cell
 from .base import Result
 from .http import flatten
 
