@@ -223,7 +223,8 @@ async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
     refused = refusal(request, cached[1])
     if refused is not None:
         raise refused
-    if request.app[LIMITS].over_cap(request.protocol) and route_class(request.path) != HEALTH:
+    limits = request.app[LIMITS]
+    if limits.crowded and limits.over_cap(request.protocol) and route_class(request.path) != HEALTH:
         raise JsonError(503, "too many open connections (server.max_connections)", CROWDED)
     return await handler(request)
 

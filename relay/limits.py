@@ -111,6 +111,8 @@ class ConnectionLimits:
             )
 
 
+# Whether a head may declare a body; one regex search is cheaper here than four `in` tests.
+_BODY_HINT = re.compile(rb"\r\n(?:content-length|transfer-encoding):", re.IGNORECASE)
 _LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([0-9]+)", re.IGNORECASE)
 _CHUNKED = re.compile(rb"\r\ntransfer-encoding:[^\r]*chunked", re.IGNORECASE)
 
@@ -133,6 +135,7 @@ class _Watched(asyncio.Protocol):
         self._buffer = b""  # the head so far, or the tail of a chunked body
         self._left = 0  # body bytes still to come
         self._closing = False  # closed by make_room, not yet gone
+        self._quiet = True  # nothing received yet
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         limits = self._limits
@@ -174,9 +177,19 @@ class _Watched(asyncio.Protocol):
         inner = self._inner
         if inner is None:
             return
-        if self._state == HEAD and not self._buffer:
-            self._limits.silent.pop(self, None)  # it spoke: no longer evicted first
-        self._scan(data)
+        if self._quiet:  # its first bytes: no longer evicted first
+            self._quiet = False
+            self._limits.silent.pop(self, None)
+            self._stop()  # (a fresh request's clock starts in _scan)
+        # The common case, a whole bodiless head in one read between requests, needs no
+        # bookkeeping at all (a pixel, a click, a GET).
+        if not (
+            self._state == IDLE
+            and data.endswith(b"\r\n\r\n")
+            and data.find(b"\r\n\r\n") == len(data) - 4
+            and _BODY_HINT.search(data) is None
+        ):
+            self._scan(data)
         inner.data_received(data)
 
     def eof_received(self) -> bool | None:
