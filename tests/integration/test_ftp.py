@@ -60,9 +60,10 @@ async def upload(relay, sent: list[dict], files: int = 1, ftp=None) -> None:
     relay.runtime.dispatchers["logs"].flush()
     if ftp is not None:
         # the hidden .part file shows first; done once it is renamed to a final name
+        # (20 s: a connection the server drops under load is retried after 5 s)
         await wait_for(
             lambda: len(ftp.files()) >= files and not any(n.startswith(".") for n in ftp.files()),
-            8,
+            20,
             f"{files} uploaded file(s)",
         )
 

@@ -73,6 +73,50 @@ def test_any_success_closes_an_open_circuit():
     assert c.record(True, 1.0) == "closed" and not c.is_open
 
 
+def test_opened_counts_each_opening_not_each_reopening():
+    c = Circuit(POLICY)
+    assert c.opened == 0
+    failing(c, 3)
+    assert c.opened == 1
+    c.probe_sent()
+    assert c.record(False, 10.0, probe=True) == "reopened"
+    assert c.opened == 1  # still the same outage
+    assert c.record(True, 31.0) == "closed"
+    failing(c, 3, now=40.0)
+    assert c.opened == 2
+
+
+def test_wait_s_is_zero_unless_open_and_never_negative():
+    c = Circuit(POLICY)
+    assert c.wait_s(5.0) == 0.0  # closed
+    failing(c, 3)
+    assert c.wait_s(4.0) == 6.0
+    assert c.wait_s(12.5) == 0.0  # past the cooldown: due now, not overdue
+    c.probe_sent()
+    assert c.wait_s(12.5) == 0.0  # probing: nothing to wait for
+
+
+def test_a_send_started_before_the_probe_failing_late_does_not_reopen():
+    """While the probe is out, a failure that is not the probe's changes nothing."""
+    c = Circuit(POLICY)
+    failing(c, 3)
+    c.probe_sent()
+    assert c.record(False, 11.0) is None
+    assert c.state is CircuitState.PROBING and c.cooldown_s == 10.0
+
+
+def test_probe_now_lets_a_probe_go_at_once_only_when_open():
+    c = Circuit(POLICY)
+    assert c.probe_now() is False  # closed: nothing to probe
+    failing(c, 3)
+    assert c.gate(0.5) is Gate.WAIT
+    assert c.probe_now() is True
+    assert c.gate(0.5) is Gate.PROBE  # before the 10 s cooldown
+    c.probe_sent()
+    assert c.probe_now() is False  # one is already out
+    assert c.gate(0.5) is Gate.WAIT
+
+
 def test_failures_zero_turns_circuit_breaking_off():
     c = Circuit(CircuitPolicy(failures=0))
     assert failing(c, 100) == [None] * 100

@@ -129,3 +129,28 @@ def test_a_future_event_time_is_clamped_to_receipt():
     router = Router([route({"bounce"}, ["crm", "bi"])], DESTS)
     skewed = ev("bounce", event_time=NOW + 86_400)
     assert dict(router.deliveries_for(skewed, NOW)) == {"crm": NOW + 30, "bi": NOW}
+
+
+def test_an_event_time_within_the_second_before_receipt_counts_as_receipt():
+    """event_time has whole seconds: one less than a second old is the receipt itself, so a
+    delay is never cut short; one a second old or more is taken as it is."""
+    router = Router([route({"bounce"}, ["crm"])], DESTS)
+    for age, start in [(0.5, NOW), (0.99, NOW), (1.0, NOW - 1.0), (1.5, NOW - 1.5)]:
+        due = router.deliveries_for(ev("bounce", event_time=NOW - age), NOW)
+        assert due == (("crm", start + 30),), age
+
+
+def test_filtered_routes_give_each_destination_its_own_delay():
+    router = Router(
+        [route({"bounce"}, ["crm", "audit"], mail_class={"news"}), route({"bounce"}, ["bi"])],
+        DESTS,
+    )
+    event_time = NOW - 100
+    news = ev("bounce", event_time=event_time, mail_class="news")
+    assert dict(router.deliveries_for(news, NOW)) == {
+        "crm": event_time + 30,
+        "audit": event_time + 600,
+        "bi": event_time,
+    }
+    other = ev("bounce", event_time=event_time, mail_class="receipts")
+    assert router.deliveries_for(other, NOW) == (("bi", event_time),)

@@ -13,7 +13,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay.tokens import KINDS, MAX_FIELD, Signer, TokenError, sign, verify
+from relay.tokens import (
+    FIELDS as TOKEN_FIELDS,
+)
+from relay.tokens import (
+    KINDS,
+    MAX_FIELD,
+    MAX_TOKEN,
+    Signer,
+    TokenError,
+    is_safe_url,
+    sign,
+    verify,
+)
 
 KEY = b"current-tracking-secret-0123456789"
 OLD = b"previous-tracking-secret-987654321"
@@ -363,3 +375,76 @@ def test_a_new_signer_without_the_old_secret_forgets_its_tokens():
     token = sign(OLD, "open", FIELDS)
     assert old.read("open", token) is not None
     assert Signer([KEY.decode()], "https://t.example.com").read("open", token) is None
+
+
+# --- edges found by mutation testing (tools/mutation.sh) -----------------------------------
+
+
+def test_the_format_holds_for_payloads_of_every_length():
+    """Hundreds of lengths, so the base64 of some ends in each character and each padding."""
+    for n in range(300):
+        email = f"{'u' * n}@example.com"
+        payload = orjson.dumps(["open", email])
+        mac = hmac.new(KEY, b"open\0" + payload, hashlib.sha256).digest()[:16]
+        token = f"{b64(payload)}.{b64(mac)}"
+        assert sign(KEY, "open", {"email": email}) == token
+        assert verify([KEY], "open", token) == {"email": email}
+
+
+def test_a_token_longer_than_max_token_is_rejected_even_with_a_good_mac():
+    """Unpadded base64 is never 1 more than a multiple of 4, so no token is exactly
+    MAX_TOKEN (2048) long: the nearest are 2047 (read) and 2049 (refused)."""
+    by_length = {}
+    for n in range(1400, 1600):
+        by_length[len(with_mac(["click", "a" * n], "click", KEY))] = n
+    assert MAX_TOKEN not in by_length
+    under = with_mac(["click", "a" * by_length[MAX_TOKEN - 1]], "click", KEY)
+    assert verify([KEY], "click", under) == {"email": "a" * by_length[MAX_TOKEN - 1]}
+    over = with_mac(["click", "a" * by_length[MAX_TOKEN + 1]], "click", KEY)
+    assert verify([KEY], "click", over) is None
+
+
+def test_a_payload_of_another_kind_maced_for_this_one_is_rejected():
+    assert verify([KEY], "click", with_mac(["open", "a@example.com"], "click", KEY)) is None
+
+
+def test_a_payload_with_more_values_than_fields_is_rejected():
+    values = ["a@example.com", "https://example.com/", *["x"] * (len(TOKEN_FIELDS) - 2)]
+    assert verify([KEY], "click", with_mac(["click", *values], "click", KEY)) is not None
+    assert verify([KEY], "click", with_mac(["click", *values, "x"], "click", KEY)) is None
+
+
+def test_a_token_signed_with_the_first_of_two_secrets_verifies_with_both_given():
+    token = sign(KEY, "click", FIELDS)
+    assert verify([KEY, OLD], "click", token) == FIELDS
+    assert verify([OLD, KEY], "click", token) == FIELDS
+
+
+@pytest.mark.parametrize(
+    ("url", "safe"),
+    [
+        ("http://example.com/", True),
+        ("HTTP://example.com/", True),
+        ("https://example.com/" + "x" * (MAX_FIELD - 20), True),  # exactly MAX_FIELD
+        ("https://example.com/" + "x" * (MAX_FIELD - 19), False),  # one more
+        ("", False),
+        ("https://", False),
+        ("ftp://example.com/", False),
+    ],
+)
+def test_is_safe_url_edges(url, safe):
+    assert is_safe_url(url) is safe
+
+
+def test_the_error_messages_say_what_is_allowed():
+    with pytest.raises(TokenError) as kind:
+        sign(KEY, "redirect", FIELDS)
+    assert str(kind.value) == "kind: must be one of open, click, unsub, signup, honeypot"
+    with pytest.raises(TokenError) as url:
+        sign(KEY, "click", {**FIELDS, "url": "javascript:alert(1)"})
+    assert str(url.value) == (
+        "url: must be an absolute http(s) URL without spaces or control characters"
+    )
+    with pytest.raises(ValueError) as secret:
+        Signer([], "https://t.example.com")
+    assert str(secret.value) == "at least one tracking secret is needed"
