@@ -19,8 +19,7 @@ import orjson
 
 from ..domain import pure360
 from ..domain.text import csv_cell
-from ..store import Claimed
-from .base import Result
+from ..models import Claimed, Result
 from .http import flatten
 
 MAX_NAME_TRIES = 10_000
