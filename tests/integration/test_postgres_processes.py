@@ -10,6 +10,8 @@ import asyncio
 import itertools
 import signal
 import socket
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -203,5 +205,12 @@ async def test_two_nodes_on_one_host_without_relay_node_have_their_own_identity(
         started = (tmp_path / "node1" / "daemon.stderr").read_text()
         assert f"node={socket.gethostname()}:{port1}" in started
         assert not node1_log.exists() or '"delivered"' not in node1_log.read_text()
+        stats = subprocess.run(
+            [sys.executable, "-m", "relay", "stats", "-c", str(nodes.daemons[0].config_path)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert stats.stdout.splitlines()[0] == f"node: {socket.gethostname()}:{port1}"
     finally:
         nodes.stop_all()
