@@ -26,17 +26,23 @@ async def _json_body(request: web.Request) -> object:
         raise JsonError(400, f"malformed JSON: {exc}") from None
 
 
-def _message_fields(item: dict, index: int) -> dict[str, str | None]:
+def _message_fields(
+    item: dict, index: int, allowed: tuple[str, ...], what: str = "invalid links"
+) -> dict[str, str | None]:
+    """The message fields of a link request: each a string (a number is not an email), and
+    no key the request does not take (a typo like `emial` is named, not ignored)."""
+    for key in item:
+        if key not in allowed:
+            message = f"unknown key (allowed: {', '.join(allowed)})"
+            raise JsonError(400, what, errors=[{"index": index, "field": key, "message": message}])
     fields = {}
     for name in FIELDS:
         value = item.get(name)
-        if value is not None and not isinstance(value, str | int) or isinstance(value, bool):
+        if value is not None and not isinstance(value, str):
             raise JsonError(
-                400,
-                "invalid links",
-                errors=[{"index": index, "field": name, "message": "must be a string"}],
+                400, what, errors=[{"index": index, "field": name, "message": "must be a string"}]
             )
-        fields[name] = None if value is None else str(value)
+        fields[name] = value
     return fields
 
 
@@ -53,7 +59,7 @@ def make_link(signer: Signer, item: object, index: int = 0) -> str:
     kind = item.get("kind")
     if kind not in LINK_KINDS:
         raise bad("kind", f"must be one of {', '.join(LINK_KINDS)}")
-    fields = _message_fields(item, index)
+    fields = _message_fields(item, index, ("kind", *FIELDS))
     if kind == "click" and not fields["url"]:
         raise bad("url", "required for a click link")
     if kind in ("click", "open", "unsub") and not fields["email"]:
@@ -86,7 +92,8 @@ async def post_rewrite(request: web.Request) -> web.Response:
             errors=[{"index": 0, "field": "html", "message": "required: a string"}],
         )
     signer = request.app[RUNTIME].signer
-    fields = _message_fields(body, 0)
+    allowed = ("html", *(f for f in FIELDS if f != "url"))
+    fields = _message_fields(body, 0, allowed, "invalid rewrite")
     fields.pop("url")
     if not fields["email"]:
         raise JsonError(
