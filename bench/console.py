@@ -26,7 +26,8 @@ from aiohttp import web
 
 from bench.run import EVENT, Daemon
 from relay.config import load
-from relay.store import NewEvent, make_store
+from relay.models import NewEvent
+from relay.store import make_store
 
 BATCH = 10_000
 

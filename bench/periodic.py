@@ -19,10 +19,12 @@ import orjson
 from aiosmtpd.controller import Controller
 
 from relay.config import RetryPolicy
-from relay.config_email_ftp import EmailDestination, FtpDestination
-from relay.dispatch_log import DispatchLog
-from relay.senders import make_dispatcher
-from relay.store import NewEvent, SqliteStore
+from relay.config.destinations import EmailDestination, FtpDestination
+from relay.dispatch.factory import make_dispatcher
+from relay.dispatch.log import DispatchLog
+from relay.models import NewEvent
+from relay.outcomes import Outcomes
+from relay.store.sqlite import SqliteStore
 
 EVENT = {
     "event_type": "engine_open",
@@ -68,12 +70,15 @@ async def _round(dest, workdir: Path, n: int) -> float:
     await store.open()
     await _fill(store, dest.name, n)
     log = DispatchLog(str(workdir / f"{dest.name}.log"))
-    dispatcher = make_dispatcher(dest, store, log)
+    outcomes = Outcomes(store, log)
+    outcomes.restart(dest.name)
+    tally = outcomes.tallies[dest.name]
+    dispatcher = make_dispatcher(dest, store, outcomes)
     await dispatcher.start()
     started = time.perf_counter()
     dispatcher.flush()
-    while dispatcher.counts["delivered"] < n:
-        if dispatcher.counts["retry"]:
+    while tally["delivered"] < n:
+        if tally["retry"]:
             raise SystemExit(f"{dest.name}: a send failed")
         await asyncio.sleep(0.01)
     elapsed = time.perf_counter() - started

@@ -4,7 +4,7 @@ The test suite asserts behaviour, never speed (a busy CI box would break a time 
 these figures were upper bounds in tests once and are measured here instead, with the
 target each should stay under on an idle 2-core box.
 
-- rewrite: `relay.rewrite` over 200 KB of each pathological HTML pattern (target < 1 s each)
+- rewrite: `relay.domain.rewrite` over 200 KB of each pathological HTML pattern (target < 1 s each)
 - tail_line: a delivery's dispatch line reaching an open `/console/tail/stream` (< 2 s)
 - stop_with_stream: SIGTERM to `relay serve` with a tail stream open, until it exits (< 2 s)
 """
@@ -21,7 +21,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from relay.rewrite import rewrite
+from relay.domain.rewrite import rewrite
 
 from .run import Daemon
 

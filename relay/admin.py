@@ -16,18 +16,12 @@ from typing import Any
 
 import orjson
 
-from .activity import Activity
 from .config import PullDestination
-from .dispatch_log import iso_ms
-from .store import (
-    AttemptFilter,
-    AuditEntry,
-    DeadDelivery,
-    EventDetail,
-    ReplayFilter,
-    State,
-    Store,
-)
+from .dispatch.activity import Activity
+from .dispatch.log import iso_ms
+from .domain.replay import ReplayRequest
+from .models import State
+from .store import AttemptFilter, AuditEntry, DeadDelivery, EventDetail, ReplayFilter, Store
 
 # Events whose delivery is a legal matter: flagged when they wait past the deadline.
 DEADLINE_TYPES = ("engine_unsub", "scomp", "sms_optout")
@@ -128,10 +122,7 @@ class Admin:
         return self.runtime.config.console.show_emails
 
     def activity(self, name: str) -> Activity | None:
-        d = self.runtime.dispatchers.get(name)
-        if d is not None:
-            return d.activity
-        return self.runtime.pull_activity.get(name)
+        return self.runtime.outcomes.activities.get(name)
 
     def state(self, name: str) -> str:
         if name in self.runtime.paused:
@@ -364,18 +355,10 @@ class Admin:
         await self._audit(actor, "resume", name, None, "")
         return {"destination": name, "paused": False}
 
-    async def replay(
-        self,
-        *,
-        destination: str | None,
-        ids: tuple[str, ...] = (),
-        since: float | None = None,
-        until: float | None = None,
-        group: str | None = None,
-        dry_run: bool = False,
-        rate: float | None = None,
-        actor: str,
-    ) -> dict[str, Any]:
+    async def replay(self, req: ReplayRequest, actor: str) -> dict[str, Any]:
+        """Make the dead deliveries `req` matches pending again (or count them: dry run)."""
+        destination, ids, group = req.only, req.ids, req.group
+        since, until, dry_run, rate = req.since, req.until, req.dry_run, req.rate
         if group is not None:
             # A group is a set of dead deliveries of one cause: replay those events by id.
             matched = [

@@ -10,15 +10,20 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
 from . import __version__, tail
 from .config import Config, ConfigError, HttpDestination, find_config, load, node_name
-from .confread import parse_duration, parse_listen
-from .dispatch_log import DispatchLog
-from .store import DestinationStats, SqliteStore, StorageUnavailable, make_store
-from .text import one_line
+from .config.reader import parse_duration, parse_listen
+from .dispatch.log import DispatchLog
+from .domain.replay import ReplayError, ReplayRequest
+from .domain.text import one_line
+from .store import DestinationStats, StorageUnavailable, make_store
+
+if TYPE_CHECKING:
+    from .store.sqlite import SqliteStore
 
 
 class Failed(Exception):
@@ -110,7 +115,11 @@ def _parser() -> argparse.ArgumentParser:
     dl.add_argument("--json", action="store_true", help="one JSON object a line")
     dl.add_argument("--limit", type=int, default=1000, help="print at most this many, oldest first")
     dr = dsub.add_parser("replay", parents=[common], help="make dead deliveries pending again")
-    dr.add_argument("--destination", help="only this destination's dead deliveries")
+    dr.add_argument(
+        "--destination",
+        help="only this destination's dead deliveries; '*' for every destination (a replay "
+        "says what to replay: a destination, ids, a time range or a group)",
+    )
     dr.add_argument(
         "--id", action="append", default=[], dest="ids", metavar="ID", help="event id (repeatable)"
     )
@@ -126,7 +135,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     dr.add_argument("--group", metavar="G", help="a failure group's id, as the console shows it")
     dr.add_argument(
-        "--rate", type=float, metavar="R", help="at most R events a second, oldest first"
+        "--rate",
+        type=float,
+        metavar="R",
+        help="at most R events a second (0.001 to 1e6), oldest first",
     )
     pa = add("pause", "stop sending to a destination (its backlog is kept)")
     pa.add_argument("destination", help="a destination name")
@@ -297,7 +309,7 @@ async def _admin(store: SqliteStore, config: Config, log: DispatchLog | None = N
         config=config,
         paused=await store.paused(),
         dispatchers={},
-        pull_activity={},
+        outcomes=SimpleNamespace(activities={}),
         wake=lambda names: None,
         recover=recover,
         log=log,
@@ -370,23 +382,25 @@ def cmd_dead(args: argparse.Namespace, config: Config) -> int:
                     )
             return 0
     else:
-        if args.rate is not None and not args.rate > 0:
-            raise Failed("--rate: must be a positive number of events per second")
+        try:
+            req = ReplayRequest(
+                args.destination,
+                tuple(args.ids),
+                args.since,
+                args.until,
+                args.group,
+                args.rate,
+                args.dry_run,
+            )
+        except ReplayError as exc:
+            flag = {"destination": "destination", "ids": "id"}.get(exc.field, exc.field)
+            raise Failed(f"--{flag}: {exc.message}") from None
 
         async def work(store: SqliteStore) -> int:
             # The audit line goes to the dispatch log, as from the console (not to stdout).
             log = DispatchLog(config.dispatch_log) if config.dispatch_log != "-" else None
             try:
-                result = await (await _admin(store, config, log)).replay(
-                    destination=args.destination,
-                    ids=tuple(args.ids),
-                    since=args.since,
-                    until=args.until,
-                    group=args.group,
-                    dry_run=args.dry_run,
-                    rate=args.rate,
-                    actor="cli",
-                )
+                result = await (await _admin(store, config, log)).replay(req, "cli")
             finally:
                 if log is not None:
                     log.close()
@@ -425,7 +439,7 @@ def cmd_resume(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_flush(args: argparse.Namespace, config: Config) -> int:
-    from .senders import is_periodic
+    from .dispatch.factory import is_periodic
 
     _known(config, args.destination)
     if not is_periodic(config.destinations[args.destination]):
@@ -438,10 +452,9 @@ def cmd_flush(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_link(args: argparse.Namespace, config: Config) -> int:
-    from .links import make_link
+    from .domain.links import LinkError, make_link
+    from .domain.tokens import Signer
     from .runtime import tracking_secrets
-    from .tokens import Signer
-    from .web import JsonError
 
     item = {
         "kind": args.kind,
@@ -454,9 +467,8 @@ def cmd_link(args: argparse.Namespace, config: Config) -> int:
     }
     try:
         print(make_link(Signer(tracking_secrets(config), config.server.public_url), item))
-    except JsonError as exc:
-        problem = orjson.loads(exc.text)["errors"][0]
-        raise Failed(f"--{problem['field'].replace('_', '-')}: {problem['message']}") from None
+    except LinkError as exc:
+        raise Failed(f"--{exc.field.replace('_', '-')}: {exc.message}") from None
     return 0
 
 

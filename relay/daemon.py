@@ -19,15 +19,18 @@ from pathlib import Path
 from aiohttp import web
 
 from .config import Config, ConfigError, PullDestination, node_name
-from .dispatch_log import DispatchLog
-from .guard import LIMITS
-from .limits import ListenSite
-from .notify import Heartbeat, Notifier, status_line
-from .periodic import leads
+from .dispatch.log import DispatchLog
+from .dispatch.wakeups import Wakeups
+from .domain.routing import Router
+from .intake import Intake
+from .metrics import Metrics
 from .runtime import Runtime
-from .spool import Spool
 from .store import StorageUnavailable, make_store
-from .web import create_app
+from .store.spool import Spool
+from .systemd import Heartbeat, Notifier, status_line
+from .web.app import create_app
+from .web.guard import LIMITS
+from .web.limits import ListenSite
 
 log = logging.getLogger("relay")
 
@@ -57,7 +60,11 @@ class Daemon:
 
     async def start(self) -> None:
         config = self.config
-        store = make_store(config.storage, node_name(config))
+        # Built first, so the store (another node's NOTIFY) can wake dispatchers later on.
+        metrics, wakeups = Metrics(), Wakeups()
+        store = make_store(
+            config.storage, node_name(config), on_commit=metrics.committed, on_wake=wakeups.wake
+        )
         try:
             await store.open()
         except (StorageUnavailable, OSError) as exc:
@@ -66,13 +73,15 @@ class Daemon:
         released = await store.release_leases(keep=pulls)
         if released:
             log.info("released leases=%d reason=restart", released)
-        node = getattr(store, "node", None)  # several nodes share a PostgreSQL queue
-        self.runtime = runtime = Runtime(config, store, DispatchLog(config.dispatch_log, node))
-        if hasattr(store, "on_wake"):  # other nodes' ingest wakes our dispatchers
-            store.on_wake = runtime.wake
+        spool = None
         if config.storage.backend == "postgres":  # a tracking link must never break
-            runtime.spool = Spool(Path(f"{config.storage.path}.spool"))
-            await runtime.spool.open()
+            spool = Spool(Path(f"{config.storage.path}.spool"))
+            await spool.open()
+        router = Router(config.routes, config.destinations)
+        intake = Intake(store, router, metrics, wakeups.wake, spool)
+        node = store.node  # several nodes share a PostgreSQL queue
+        dispatch_log = DispatchLog(config.dispatch_log, node)
+        self.runtime = runtime = Runtime(config, store, dispatch_log, metrics, wakeups, intake)
         app = create_app(runtime)
         self._runner = web.AppRunner(
             app,
@@ -125,11 +134,11 @@ class Daemon:
                 self._hup.clear()
                 await self.reload()
             try:
-                await self.runtime.drain_spool()
+                await self.runtime.intake.drain_spool()
                 await self.runtime.refresh_paused()
                 await self.runtime.take_flushes()
-                if time.time() - last_purge > PURGE_EVERY_S and await leads(
-                    self.runtime.store, "retention"
+                if time.time() - last_purge > PURGE_EVERY_S and await self.runtime.store.lead(
+                    "retention"
                 ):  # one node of a cluster runs retention
                     last_purge = time.time()
                     cutoff = time.time() - self.runtime.config.storage.retention_s
@@ -149,8 +158,7 @@ class Daemon:
         await runtime.stop_dispatchers()
         stats = await runtime.store.stats()
         await runtime.store.close()
-        if runtime.spool is not None:
-            runtime.spool.close()
+        runtime.intake.close()
         runtime.log.close()
         summary = runtime.summary()
         summary["pending"] = sum(d.pending + d.leased for d in stats.destinations.values())

@@ -24,7 +24,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.exposition import choose_encoder
 
-from .store import Claimed, DestinationStats, NewEvent, Stats, Store
+from .models import Claimed, NewEvent
+from .store import DestinationStats, Stats, Store
 
 if TYPE_CHECKING:
     from .runtime import Runtime
@@ -124,11 +125,6 @@ class Metrics:
 
     # -- hooks (called once per batch) -----------------------------------------------------
 
-    def watch(self, store: Store, dispatch_log: Any) -> None:
-        """Hook into the store's group commit and the dispatch log's writes."""
-        store.on_commit = self.committed  # type: ignore[attr-defined]
-        dispatch_log.on_write = self.logged
-
     def ingested(self, batch: list[NewEvent], source: str) -> None:
         if not batch:
             return
@@ -142,13 +138,10 @@ class Metrics:
     def duplicates(self, n: int, source: str) -> None:
         self._inc(self.duplicate_events, (source,), n)
 
-    def logged(self, lines: list[dict]) -> None:
-        """Every destination type writes one dispatch-log line per attempt (or per batch)."""
-        for line in lines:
-            outcome = line["outcome"]
-            if outcome == "acked":  # a pull delivery is delivered when its client acks it
-                outcome = "delivered"
-            self._inc(self.deliveries, (line["destination"], outcome), line.get("count") or 1)
+    def settled(self, destination: str, tally: dict[str, int]) -> None:
+        """Deliveries settled, by outcome (a pull ack arrives as delivered); `Outcomes` tells."""
+        for outcome, n in tally.items():
+            self._inc(self.deliveries, (destination, outcome), n)
 
     def delivered(self, destination: str, claims: list[Claimed], now: float) -> None:
         # Observed at scrape time too (`flush`); a long gap between scrapes flushes early.
@@ -226,8 +219,7 @@ class Metrics:
     def _set_circuits(self, runtime: Runtime) -> None:
         self.circuit.clear()
         for name, dispatcher in runtime.dispatchers.items():
-            circuit = getattr(dispatcher, "circuit", None)
-            self.circuit.labels(name).set(int(circuit is not None and circuit.is_open))
+            self.circuit.labels(name).set(int(dispatcher.circuit.is_open))
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

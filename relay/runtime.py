@@ -1,4 +1,4 @@
-"""What a running relay holds: config, store, router, dispatchers, dispatch log.
+"""What a running relay holds: config, store, intake, dispatchers, outcomes, dispatch log.
 
 The web handlers and the daemon share one `Runtime`. It owns the dispatchers and brings
 them in line with a new config on reload: new destinations start, removed ones stop
@@ -11,26 +11,25 @@ import asyncio
 import logging
 import os
 import secrets
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
-import orjson
-
-from .activity import MINUTES, Activity, LastAttempt
-from .bots import BotDetector
 from .config import Config, PullDestination, PushDestination
-from .dispatch import Dispatcher
-from .dispatch_log import DispatchLog
+from .dispatch.activity import MINUTES, Activity, LastAttempt
+from .dispatch.dispatcher import Dispatcher
+from .dispatch.factory import make_dispatcher
+from .dispatch.log import DispatchLog
+from .dispatch.periodic import PeriodicDispatcher
+from .dispatch.wakeups import Wakeups
+from .domain.bots import BotDetector
+from .domain.routing import Router
+from .domain.tokens import Signer
+from .intake import Intake
 from .metrics import Metrics
-from .periodic import PeriodicDispatcher
-from .routing import Router
-from .senders import make_dispatcher
-from .spool import Spool
-from .store import AttemptFilter, NewEvent, StorageUnavailable, Store
-from .tokens import Signer
+from .outcomes import Outcomes
+from .store import AttemptFilter, Store
 
 log = logging.getLogger("relay")
 
@@ -61,100 +60,39 @@ def tracking_secrets(config: Config) -> tuple[str, ...]:
 
 
 class Runtime:
-    def __init__(self, config: Config, store: Store, dispatch_log: DispatchLog) -> None:
+    """The daemon builds the parts (store, dispatch log, metrics, wake-ups, intake) and
+    hands them over here; this owns the dispatchers, pauses, signer and bot memory."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        dispatch_log: DispatchLog,
+        metrics: Metrics,
+        wakeups: Wakeups,
+        intake: Intake,
+    ) -> None:
         self.config = config
         self.store = store
         self.log = dispatch_log
-        self.router = Router(config.routes, config.destinations)
-        self.dispatchers: dict[str, Dispatcher] = {}
-        self.pull_activity: dict[str, Activity] = {}  # pull destinations' leases and acks
-        self.spool: Spool | None = None  # tracking events kept while PostgreSQL is away
+        self.metrics = metrics  # per runtime, not global: tests run many in one process
+        self.wakeups = wakeups
+        self.intake = intake  # every event taken in: ingest, tracking, the spool's drain
+        self.dispatchers: dict[str, Dispatcher] = wakeups.dispatchers
         self.paused: dict[str, float | None] = {}
-        self.ingested: Counter[str] = Counter()  # events stored, by source
-        self.duplicates: Counter[str] = Counter()  # events not stored again (id known), by source
-        self.pull_acked: Counter[str] = Counter()  # pull deliveries acked, by destination
         self.signer = Signer(tracking_secrets(config), config.server.public_url)
         self.bots = BotDetector(memory_s=config.tracking.bot_memory_s)
         self.started_at = time.time()
-        self.metrics = Metrics()  # per runtime, not global: tests run many in one process
-        self.metrics.watch(store, dispatch_log)
+        # Every outcome, push or pull, is settled here: store, dispatch log, metrics, console.
+        self.outcomes = Outcomes(store, dispatch_log, [metrics])
 
-    def new_event(
-        self, event: dict, received_at: float, check_duplicate: bool = True, first: bool = False
-    ) -> NewEvent:
-        """A validated event, routed and serialised, ready for `commit`."""
-        etype = event["event_type"]
-        key = (
-            (etype, str(event["email"]), str(event.get("sendid", "")))
-            if first and event.get("email")
-            else None
-        )
-        return NewEvent(
-            event["id"],
-            etype,
-            received_at,
-            orjson.dumps(event),
-            self.router.deliveries_for(event, received_at),
-            check_duplicate,
-            key,
-        )
-
-    async def commit(self, batch: list[NewEvent], source: str) -> int:
-        """Store events (returns once committed), count them, wake their dispatchers.
-
-        Returns how many were stored; the rest carried an id already stored and count as
-        duplicates, so `ingested` agrees with the store.
-        """
-        stored = await self.store.append(batch)
-        return self._count(batch, stored, source)
-
-    def _count(self, batch: list[NewEvent], stored: list[bool], source: str) -> int:
-        new = batch if all(stored) else [e for e, s in zip(batch, stored, strict=True) if s]
-        self.ingested[source] += len(new)
-        self.metrics.ingested(new, source)
-        if duplicates := len(batch) - len(new):
-            self.duplicates[source] += duplicates
-            self.metrics.duplicates(duplicates, source)
-        self.wake({name for e in new for name, _ in e.deliveries})
-        return len(new)
-
-    def acked(self, destination: str, n: int) -> None:
-        """A pull client acked `n` deliveries: they count as delivered, like a push's 2xx."""
-        self.pull_acked[destination] += n
-
-    async def spool_events(self, batch: list[NewEvent]) -> bool:
-        """Keep tracking events in the local spool while the shared database is away
-        (PostgreSQL only); False when there is no spool or it cannot take them."""
-        if self.spool is None:
-            return False
-        try:
-            kept = await self.spool.put(batch)
-        except (OSError, sqlite3.Error) as exc:
-            log.error("spool write failed: %s", exc)
-            return False
-        if kept and self.spool.count == len(batch):
-            log.warning("storage unavailable: spooling tracking events to %s", self.spool.path)
-        return kept
-
-    async def drain_spool(self) -> None:
-        """Move spooled tracking events into the store once it answers again (upkeep)."""
-        if self.spool is None or self.spool.count == 0:
-            return
-
-        async def append(events: list[NewEvent]) -> None:
-            self._count(events, await self.store.append(events), "spool")
-
-        try:
-            moved = await self.spool.drain(append)
-        except StorageUnavailable:
-            return  # still away: next second
-        if moved:
-            log.info("spool drained events=%d left=%d", moved, self.spool.count)
+    @property
+    def ingested(self) -> Counter[str]:
+        """Events stored, by source."""
+        return self.intake.ingested
 
     def wake(self, destinations: Iterable[str]) -> None:
-        for name in destinations:
-            if (d := self.dispatchers.get(name)) is not None:
-                d.wake()
+        self.wakeups.wake(destinations)
 
     async def recover(self, destinations: Iterable[str]) -> None:
         """After an operator's replay: each destination sends now, an open circuit probes."""
@@ -172,17 +110,18 @@ class Runtime:
         now = time.time()
         for dest in self.config.destinations.values():
             if isinstance(dest, PullDestination):
-                activity = self.pull_activity.setdefault(dest.name, Activity())
+                activity = self.outcomes.activity(dest.name)
             else:
-                activity = (await self._start(dest)).activity
+                await self._start(dest)
+                activity = self.outcomes.activity(dest.name)
             s = stats.destinations.get(dest.name)
             activity.trend(s.pending if s else 0, now)
 
     async def _start(self, dest: PushDestination) -> Dispatcher:
-        dispatcher = make_dispatcher(dest, self.store, self.log)
+        dispatcher = make_dispatcher(dest, self.store, self.outcomes)
         dispatcher.paused = dest.name in self.paused
-        dispatcher.on_delivered = self.metrics.delivered
-        await self._restore(dest.name, dispatcher.activity)  # before it records anything
+        # A fresh live picture and tally, rebuilt from the store before it records anything.
+        await self._restore(dest.name, self.outcomes.restart(dest.name))
         self.dispatchers[dest.name] = dispatcher
         await dispatcher.start()
         return dispatcher
@@ -210,10 +149,13 @@ class Runtime:
         keep = {n: d for n, d in old.items() if config.destinations.get(n) == d.dest}
         stopping = [d for n, d in old.items() if n not in keep]
         await asyncio.gather(*(d.stop(STOP_GRACE_S) for d in stopping))
+        for d in stopping:  # their counts leave the shutdown line with them
+            self.outcomes.tallies.pop(d.name, None)
         self.config = config
-        self.router = Router(config.routes, config.destinations)
+        self.intake.reroute(Router(config.routes, config.destinations))
         self.signer = Signer(tracking_secrets(config), config.server.public_url)
-        self.dispatchers = keep
+        for name in [n for n in self.dispatchers if n not in keep]:  # the same dict as wakeups'
+            del self.dispatchers[name]
         for dest in config.destinations.values():
             if not isinstance(dest, PullDestination) and dest.name not in keep:
                 await self._start(dest)
@@ -259,12 +201,12 @@ class Runtime:
     def summary(self) -> dict[str, int]:
         """The shutdown line's counters; every key always present, so logs parse alike."""
         counts: Counter[str] = Counter()
-        for d in self.dispatchers.values():
-            counts.update(d.counts)
+        for tally in self.outcomes.tallies.values():  # push and pull (an ack is delivered)
+            counts.update(tally)
         return {
-            "ingested": sum(self.ingested.values()),
-            "duplicates": sum(self.duplicates.values()),
-            "delivered": counts["delivered"] + sum(self.pull_acked.values()),
+            "ingested": sum(self.intake.ingested.values()),
+            "duplicates": sum(self.intake.duplicates.values()),
+            "delivered": counts["delivered"],
             "retried": counts["retry"],
             "dead": counts["dead"],
         }

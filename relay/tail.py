@@ -10,7 +10,7 @@ from typing import IO
 
 import orjson
 
-from .text import one_line
+from .domain.text import one_line
 
 POLL_S = 0.2
 

@@ -21,10 +21,10 @@ cat >"$work/src/setup.cfg" <<'CFG'
 [mutmut]
 source_paths = relay/
 only_mutate =
-    relay/backoff.py
-    relay/circuit.py
-    relay/routing.py
-    relay/tokens.py
+    relay/dispatch/backoff.py
+    relay/dispatch/circuit.py
+    relay/domain/routing.py
+    relay/domain/tokens.py
 pytest_add_cli_args_test_selection =
     tests/unit/test_backoff.py
     tests/unit/test_circuit.py

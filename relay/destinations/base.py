@@ -7,42 +7,10 @@ replies) into one small result, and never lets a library exception reach the dis
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
 
-from ..store import Claimed
-
-
-class Outcome(StrEnum):
-    DELIVERED = "delivered"
-    RETRY = "retry"  # try again later (the backoff decides when, or if it is dead)
-    REJECTED = "rejected"  # never worth retrying: dead at once
-
-
-@dataclass(frozen=True, slots=True)
-class Result:
-    outcome: Outcome
-    status: int | None = None  # HTTP status or SMTP code
-    error: str | None = None
-    retry_after_s: float | None = None  # the receiver asked us to wait this long
-    # What the receiver said (body start, SMTP reply, file written): the attempt history.
-    response: str | None = None
-
-    @classmethod
-    def delivered(cls, status: int | None = None, response: str | None = None) -> Result:
-        return cls(Outcome.DELIVERED, status, response=response)
-
-    @classmethod
-    def retry(
-        cls,
-        error: str,
-        status: int | None = None,
-        after_s: float | None = None,
-        response: str | None = None,
-    ) -> Result:
-        return cls(Outcome.RETRY, status, error, after_s, response)
+from ..models import Claimed, Result
 
 
 def tls_context(ca_file: Path | None) -> tuple[ssl.SSLContext | None, str | None]:

@@ -2,9 +2,9 @@
 
 A message is a readable text summary (counts by type, then one table row per event) with
 the full events attached as a JSON-lines file, so a person can read it and a program can
-parse it. The SMTP answer decides the outcome: 2xx delivered; anything else — 4xx, 5xx,
-a lost connection, a timeout — a retry with the SMTP code as `status`, so a permanent
-5xx goes dead through the destination's retry policy like any other failure.
+parse it. The SMTP answer decides the outcome: 2xx delivered; a 5xx is permanent, dead at
+once with the reply as the reason (`reject_5xx = false`: retried like the rest); anything
+else — a 4xx, a lost connection, a timeout — a retry with the SMTP code as `status`.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from email.utils import formatdate
 import aiosmtplib
 import orjson
 
-from ..config_email_ftp import EmailDestination
-from ..store import Claimed
-from ..text import ascii_domain, msg_id_left, one_line
-from .base import Result, tls_context
+from ..config.destinations import EmailDestination
+from ..domain.text import ascii_domain, msg_id_left, one_line
+from ..models import Claimed, Result
+from .base import tls_context
 from .http import message_id
 
 SUMMARY_ROWS = 200  # more than this and the table says "and N more" (all are attached)
@@ -123,9 +123,9 @@ class EmailSender:
                 )
         except aiosmtplib.SMTPRecipientsRefused as exc:
             first = exc.recipients[0]
-            return Result.retry(_said(first.code, first.message), first.code)
+            return self._refused(first.code, first.message)
         except aiosmtplib.SMTPResponseException as exc:
-            return Result.retry(_said(exc.code, exc.message), exc.code)
+            return self._refused(exc.code, exc.message)
         except (aiosmtplib.SMTPTimeoutError, TimeoutError):
             return Result.retry(f"timeout after {dest.timeout_s:g}s")
         except aiosmtplib.SMTPServerDisconnected:
@@ -133,6 +133,11 @@ class EmailSender:
         except (aiosmtplib.SMTPException, OSError) as exc:
             return Result.retry(f"{type(exc).__name__}: {exc}"[:ERROR_CHARS])
         return Result.delivered(250, reply)
+
+    def _refused(self, code: int, message: str) -> Result:
+        if code >= 500 and self.dest.reject_5xx:  # permanent: retrying cannot help
+            return Result.rejected(_said(code, message), code)
+        return Result.retry(_said(code, message), code)
 
 
 def _said(code: int, message: str) -> str:

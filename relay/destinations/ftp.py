@@ -14,8 +14,9 @@ import ssl
 
 import aioftp
 
-from ..config_email_ftp import FtpDestination
-from .base import Result, tls_context
+from ..config.destinations import FtpDestination
+from ..models import Result
+from .base import tls_context
 from .logfile import LogFileSender, free_name, temp_name
 
 BLOCK = 64 * 1024

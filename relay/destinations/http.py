@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import time
+from collections.abc import Sequence
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlencode
 
@@ -16,9 +17,8 @@ import orjson
 from .. import __version__
 from ..config import HttpDestination
 from ..domain import pure360
-from ..store import RESPONSE_CHARS, Claimed
-from ..text import header_value
-from .base import Result
+from ..domain.text import header_value
+from ..models import RESPONSE_CHARS, Claimed, Result
 
 ERROR_BODY_CHARS = 200
 
@@ -50,12 +50,45 @@ def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(mac).decode()
 
 
-def message_id(claims: list[Claimed]) -> str:
+def message_id(claims: Sequence[Claimed]) -> str:
     """The event id; for a batch, a stable id derived from its event ids."""
     if len(claims) == 1:
         return claims[0].event_id
     digest = hashlib.sha256("\n".join(c.event_id for c in claims).encode()).hexdigest()
     return f"batch_{digest[:32]}"
+
+
+def build_request(
+    dest: HttpDestination, claims: Sequence[Claimed], with_signature: bool = True
+) -> tuple[str, bytes | None, dict[str, str], bytes]:
+    """(url, body, headers, signed bytes) for one attempt at `claims`: what the sender
+    sends, and what the console shows as curl (without the signature headers)."""
+    headers = dict(dest.headers)
+    url, body = dest.url, None
+    if dest.method == "GET":
+        query = _form(dest.format, orjson.loads(claims[0].body))
+        url = f"{url}{'&' if '?' in url else '?'}{query}"
+        signed = query.encode()
+    elif dest.format in ("form", "pure360"):
+        body = _form(dest.format, orjson.loads(claims[0].body)).encode()
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+        signed = body
+    else:
+        body = (
+            claims[0].body
+            if dest.batch_size == 1
+            else b"[" + b",".join(c.body for c in claims) + b"]"
+        )
+        headers["Content-Type"] = "application/json"
+        signed = body
+    # ASCII whatever the id (signed as sent, so receivers verify what they got)
+    msg_id = header_value(message_id(claims))
+    headers["webhook-id"] = msg_id  # always: receivers dedupe on it
+    if with_signature and dest.signing_key is not None:
+        ts = int(time.time())
+        headers["webhook-timestamp"] = str(ts)
+        headers["webhook-signature"] = sign(dest.signing_key, msg_id, ts, signed)
+    return url, body, headers, signed
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -95,39 +128,9 @@ class HttpSender:
             await self._session.close()
             self._session = None
 
-    def _request(self, claims: list[Claimed]) -> tuple[str, bytes | None, dict[str, str], bytes]:
-        """(url, body, headers, signed bytes) for one attempt."""
-        dest = self.dest
-        headers = dict(dest.headers)
-        url, body = dest.url, None
-        if dest.method == "GET":
-            query = _form(dest.format, orjson.loads(claims[0].body))
-            url = f"{url}{'&' if '?' in url else '?'}{query}"
-            signed = query.encode()
-        elif dest.format in ("form", "pure360"):
-            body = _form(dest.format, orjson.loads(claims[0].body)).encode()
-            headers["Content-Type"] = "application/x-www-form-urlencoded"
-            signed = body
-        else:
-            body = (
-                claims[0].body
-                if dest.batch_size == 1
-                else b"[" + b",".join(c.body for c in claims) + b"]"
-            )
-            headers["Content-Type"] = "application/json"
-            signed = body
-        # ASCII whatever the id (signed as sent, so receivers verify what they got)
-        msg_id = header_value(message_id(claims))
-        headers["webhook-id"] = msg_id  # always: receivers dedupe on it
-        if dest.signing_key is not None:
-            ts = int(time.time())
-            headers["webhook-timestamp"] = str(ts)
-            headers["webhook-signature"] = sign(dest.signing_key, msg_id, ts, signed)
-        return url, body, headers, signed
-
     async def send(self, claims: list[Claimed]) -> Result:
         assert self._session is not None, "start() first"
-        url, body, headers, _ = self._request(claims)
+        url, body, headers, _ = build_request(self.dest, claims)
         try:
             async with self._session.request(
                 self.dest.method, url, data=body, headers=headers
@@ -140,6 +143,8 @@ class HttpSender:
                     after = parse_retry_after(resp.headers.get("Retry-After"), time.time())
                 snippet = text[:ERROR_BODY_CHARS].strip()
                 error = f"HTTP {resp.status}" + (f": {snippet}" if snippet else "")
+                if resp.status in self.dest.reject:  # e.g. 410 Gone: retrying cannot help
+                    return Result.rejected(error, resp.status, text)
                 return Result.retry(error, resp.status, after, text)
         except TimeoutError:
             return Result.retry(f"timeout after {self.dest.timeout_s:g}s")

@@ -18,9 +18,8 @@ from urllib.parse import urlencode
 import orjson
 
 from ..domain import pure360
-from ..store import Claimed
-from ..text import csv_cell
-from .base import Result
+from ..domain.text import csv_cell
+from ..models import Claimed, Result
 from .http import flatten
 
 MAX_NAME_TRIES = 10_000

@@ -16,8 +16,8 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="DSA is deprecated")
     import asyncssh
 
-from ..config_email_ftp import SftpDestination
-from .base import Result
+from ..config.destinations import SftpDestination
+from ..models import Result
 from .logfile import LogFileSender, free_name, temp_name
 
 

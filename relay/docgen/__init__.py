@@ -14,7 +14,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from ..config_schema import render_markdown as render_configuration
+from ..config.schema import render_markdown as render_configuration
 from .commands import render_cli
 from .events import render_events
 from .openapi import render_openapi

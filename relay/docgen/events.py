@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..events import ATTEMPT_STATUSES, HEADER_EVENTS, VOCABULARY
+from ..domain.events import ATTEMPT_STATUSES, HEADER_EVENTS, VOCABULARY
 
 ROOT = Path(__file__).resolve().parents[2]
 GENERATED = (

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-from ..events import VOCABULARY
+from .events import VOCABULARY
 
 # The platform's eleven triggers; relay also has DELIVERYATTEMPT and SPAMCOMPLAINT.
 SEED_TRIGGERS = (

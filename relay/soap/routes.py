@@ -15,7 +15,7 @@ from aiohttp import web
 from lxml import etree
 
 from ..store import StorageUnavailable
-from ..web import RUNTIME, JsonError
+from ..web.common import RUNTIME, JsonError
 from .codec import Fault, build_fault, build_response, parse_call
 from .service import PullService
 from .sessions import SessionTable

@@ -17,10 +17,10 @@ from typing import Any
 import orjson
 
 from ..config import PullDestination
-from ..dispatch_log import iso_ms
+from ..destinations.pull import ack_batch, lease_batch
+from ..dispatch.log import iso_ms
 from ..domain import pure360
-from ..events import EVENT_TYPES, event_type_for
-from ..pull import ack_batch, lease_batch
+from ..domain.events import EVENT_TYPES, event_type_for
 from ..runtime import Runtime
 from .codec import Call
 from .sessions import SessionTable

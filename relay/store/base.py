@@ -11,43 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from enum import IntEnum
 from typing import Protocol
 
-
-class State(IntEnum):
-    PENDING = 0
-    LEASED = 1
-    DELIVERED = 2
-    DEAD = 3
+from ..models import Attempt, Claimed, NewEvent, State
 
 
 class StorageUnavailable(Exception):
     """The store cannot take writes right now (disk full, locked, closed): answer 503."""
-
-
-@dataclass(frozen=True, slots=True)
-class NewEvent:
-    id: str
-    event_type: str
-    received_at: float
-    body: bytes  # the event as JSON
-    deliveries: tuple[tuple[str, float], ...]  # (destination, due_at)
-    check_duplicate: bool = True  # False for ids relay made itself: they cannot collide
-    # Tracking events: (event_type, email, sendid). The store adds `"first": true|false` to
-    # the body — true when no earlier event had this key — inside the same transaction.
-    first_key: tuple[str, str, str] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    delivery_id: int
-    lease: int
-    event_id: str
-    event_type: str
-    body: bytes
-    attempts: int  # including this one
-    created_at: float  # when relay received the event
 
 
 @dataclass(slots=True)
@@ -106,20 +76,6 @@ class DeadDelivery:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """What one send of a batch of claims gave, kept per delivery for `relay show` and the
-    console. The store adds the outcome from the verb it is passed to (ack/retry/dead)."""
-
-    destination: str
-    ts: float
-    status: int | None = None  # HTTP status or SMTP code
-    ms: float = 0.0
-    error: str | None = None
-    response: str | None = None  # the first RESPONSE_CHARS of the answer
-
-
-RESPONSE_CHARS = 2048
 ATTEMPTS_KEPT = 20  # per delivery: the oldest beyond this are dropped as new ones come
 
 
@@ -213,12 +169,13 @@ class ReplayFilter:
     until: float | None = None
 
 
-class Store(Protocol):
-    async def open(self) -> None:
-        """Create or migrate the schema; refuse a schema newer than this code."""
+class Queue(Protocol):
+    """The data path: events in (intake), deliveries claimed and finished (dispatchers,
+    outcomes, the pull API), dead ones replayed."""
 
-    async def close(self) -> None:
-        """Finish the group commit in progress, then close."""
+    @property
+    def queued_events(self) -> int:
+        """Events waiting for the next group commit (ingest sheds load beyond a limit)."""
 
     async def append(self, events: list[NewEvent]) -> list[bool]:
         """Commit events and their pending deliveries; say for each whether it was stored.
@@ -277,11 +234,23 @@ class Store(Protocol):
         so a recovering receiver gets them spread out, oldest first.
         """
 
-    async def check_writable(self) -> None:
-        """Readiness: prove a write commits (and change nothing); raise StorageUnavailable."""
-
     async def next_due(self, destination: str) -> float | None:
         """When the earliest pending delivery of `destination` is due (None: nothing pending)."""
+
+
+class Control(Protocol):
+    """The read and control side: counts, an event's story, dead pages, attempts, the audit
+    trail, pauses and flushes, retention, and which node this is and what it leads
+    (admin API, console, CLI, the daemon's upkeep)."""
+
+    node: str | None  # this process's name in a cluster sharing the queue (None: SQLite)
+
+    async def lead(self, name: str) -> bool:
+        """Whether this node runs the cluster-wide singleton `name` (retention, a periodic
+        destination's rounds): one node of a PostgreSQL cluster at a time; SQLite always."""
+
+    async def check_writable(self) -> None:
+        """Readiness: prove a write commits (and change nothing); raise StorageUnavailable."""
 
     async def stats(self) -> Stats:
         """Counts from counters the store keeps as it writes: no scan of big tables."""
@@ -333,3 +302,13 @@ class Store(Protocol):
 
     async def purge(self, older_than: float) -> int:
         """Delete finished and dead deliveries, and events with none left, older than this."""
+
+
+class Store(Queue, Control, Protocol):
+    """Both sides, as each backend (SQLite, PostgreSQL) implements them."""
+
+    async def open(self) -> None:
+        """Create or migrate the schema; refuse a schema newer than this code."""
+
+    async def close(self) -> None:
+        """Finish the group commit in progress, then close."""

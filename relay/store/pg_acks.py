@@ -11,7 +11,8 @@ import asyncio
 import time
 from typing import Any
 
-from .base import Attempt, Claimed, StorageUnavailable
+from ..models import Attempt, Claimed
+from .base import StorageUnavailable
 from .pg_base import _RETRY
 from .pg_sql import ACK, RETRY
 from .pg_sql import DEAD as DEAD_SQL

@@ -11,7 +11,8 @@ from contextlib import AbstractAsyncContextManager
 
 import asyncpg
 
-from .base import NewEvent, StorageUnavailable
+from ..models import NewEvent
+from .base import StorageUnavailable
 from .pg_base import _DOWN, _RETRY, DURABLE, _statement_cache
 from .pg_sql import INGEST, NOW
 
@@ -240,4 +241,4 @@ async def _new_firsts(db: asyncpg.Connection, keys: list[Key]) -> set[Key]:
         " ON CONFLICT DO NOTHING RETURNING event_type, email, sendid",
         *(list(col) for col in zip(*unique, strict=True)),
     )
-    return {tuple(r) for r in rows}  # type: ignore[misc]
+    return {(r[0], r[1], r[2]) for r in rows}

@@ -13,6 +13,7 @@ from typing import Any
 
 import asyncpg
 
+from ..models import State
 from .base import (
     AttemptFilter,
     AttemptRecord,
@@ -21,7 +22,6 @@ from .base import (
     DeliveryDetail,
     DestinationStats,
     EventDetail,
-    State,
     Stats,
     StorageUnavailable,
 )
@@ -30,6 +30,11 @@ from .pg_sql import NOW
 _ATTEMPT_COLUMNS = (
     "delivery_id, event_id, event_type, destination, attempt, ts, outcome, status, ms, error,"
     " response"
+)
+
+
+NEXT_DUE = (
+    f"SELECT min(due_at) FROM deliveries WHERE destination = $1 AND state < {State.DELIVERED:d}"
 )
 
 
@@ -45,7 +50,7 @@ class PostgresReads:
         tries again (an exception here would end its loop)."""
         try:
             rows = await self._rows(
-                "SELECT min(due_at) FROM deliveries WHERE destination = $1 AND state < 2",
+                NEXT_DUE,
                 destination,
             )
         except StorageUnavailable:
@@ -77,7 +82,7 @@ class PostgresReads:
             # Leases are few (a dispatcher's slots, open pull batches); an expired one is
             # pending again.
             for destination, n in await db.fetch(
-                f"SELECT destination, count(*) FROM deliveries WHERE state = 1 AND due_at > {NOW}"
+                f"SELECT destination, count(*) FROM deliveries WHERE state = {State.LEASED:d} AND due_at > {NOW}"
                 " GROUP BY 1"
             ):
                 stats.destinations.setdefault(destination, DestinationStats()).leased = n
@@ -89,8 +94,8 @@ class PostgresReads:
                     waiting.append(destination)
             # Walks deliveries_age from the oldest of each; only leases in flight are skipped.
             for destination, oldest in await db.fetch(
-                "SELECT w, (SELECT created_at FROM deliveries WHERE destination = w AND state < 2"
-                f" AND (state = 0 OR due_at <= {NOW}) ORDER BY created_at LIMIT 1)"
+                f"SELECT w, (SELECT created_at FROM deliveries WHERE destination = w AND state < {State.DELIVERED:d}"
+                f" AND (state = {State.PENDING:d} OR due_at <= {NOW}) ORDER BY created_at LIMIT 1)"
                 " FROM unnest($1::text[]) AS w",
                 waiting,
             ):
@@ -111,7 +116,7 @@ class PostgresReads:
         rows = await self._rows(
             "SELECT d.id, e.id, e.event_type, d.destination, d.attempts, d.last_error,"
             " d.created_at, d.updated_at FROM deliveries d JOIN events e ON e.seq = d.event_seq"
-            " WHERE d.state = 3 AND d.id > $1 AND ($2::text IS NULL OR d.destination = $2)"
+            f" WHERE d.state = {State.DEAD:d} AND d.id > $1 AND ($2::text IS NULL OR d.destination = $2)"
             " AND ($4::float8 IS NULL OR d.created_at >= $4)"
             " AND ($5::float8 IS NULL OR d.created_at < $5)"
             " ORDER BY d.id LIMIT $3",
@@ -205,7 +210,7 @@ class PostgresReads:
         rows = await self._rows(
             "SELECT d.destination, count(*), min(d.created_at) FROM deliveries d"
             " JOIN events e ON e.seq = d.event_seq"
-            " WHERE d.state < 2 AND d.created_at < $1 AND e.event_type = ANY($2::text[])"
+            f" WHERE d.state < {State.DELIVERED:d} AND d.created_at < $1 AND e.event_type = ANY($2::text[])"
             " GROUP BY 1",
             older_than,
             list(event_types),

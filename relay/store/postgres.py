@@ -21,7 +21,8 @@ from typing import Any
 
 import asyncpg
 
-from .base import Attempt, AuditEntry, Claimed, NewEvent, ReplayFilter, State, StorageUnavailable
+from ..models import Attempt, Claimed, NewEvent, State
+from .base import AuditEntry, ReplayFilter, StorageUnavailable
 from .pg_acks import PostgresAcks
 from .pg_base import _DOWN, _RETRY, DURABLE, SingletonLeases, _statement_cache, _unavailable
 from .pg_ingest import PostgresIngest
@@ -39,7 +40,15 @@ FOLD_EVERY_S = 5.0  # how often a node folds the counter deltas (see pg_sql.py)
 class PostgresStore(PostgresIngest, PostgresAcks, SingletonLeases, PostgresReads):
     """`base.Store` on a PostgreSQL database shared by every node."""
 
-    def __init__(self, dsn: str, *, pool_size: int = 8, node: str | None = None) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        pool_size: int = 8,
+        node: str | None = None,
+        on_commit: Callable[[int, int, float], None] | None = None,
+        on_wake: Callable[[set[str]], None] | None = None,
+    ) -> None:
         self.dsn = dsn
         self.pool_size = pool_size
         # Which node's claims `release_leases` may free at start-up: only this node's own.
@@ -51,10 +60,10 @@ class PostgresStore(PostgresIngest, PostgresAcks, SingletonLeases, PostgresReads
         self._closing = False
         self.commits = 0
         self.last_commit_size = 0
-        self.on_commit: Callable[[int, int, float], None] | None = None
+        self.on_commit = on_commit  # after each group commit: (writes, events, seconds)
         # Called with destination names when another node (or this one) stored work for
         # them: the daemon wakes those dispatchers (LISTEN/NOTIFY).
-        self.on_wake: Callable[[set[str]], None] | None = None
+        self.on_wake = on_wake
         self._notified: dict[str, float] = {}
         self._listener: asyncio.Task | None = None
         self._acks: list[tuple[list[Claimed], Attempt | None, asyncio.Future]] = []
@@ -218,7 +227,7 @@ class PostgresStore(PostgresIngest, PostgresAcks, SingletonLeases, PostgresReads
         if not claims:
             return
         await self._exec(
-            f"UPDATE deliveries d SET state = 0, due_at = {NOW}, attempts = d.attempts - 1,"
+            f"UPDATE deliveries d SET state = {State.PENDING:d}, due_at = {NOW}, attempts = d.attempts - 1,"
             f" lease = NULL, updated_at = {NOW}"
             " FROM unnest($1::bigint[], $2::bigint[]) AS c(id, lease)"
             " WHERE d.id = c.id AND d.lease = c.lease",
@@ -232,8 +241,8 @@ class PostgresStore(PostgresIngest, PostgresAcks, SingletonLeases, PostgresReads
     async def release_leases(self, keep: list[str]) -> int:
         # Only this node's claims: other nodes are running and still hold theirs.
         return await self._exec(
-            f"UPDATE deliveries SET state = 0, due_at = {NOW}, lease = NULL"
-            " WHERE state = 1 AND node = $1 AND destination <> ALL($2::text[])",
+            f"UPDATE deliveries SET state = {State.PENDING:d}, due_at = {NOW}, lease = NULL"
+            f" WHERE state = {State.LEASED:d} AND node = $1 AND destination <> ALL($2::text[])",
             self.node,
             keep,
         )
@@ -326,7 +335,7 @@ class PostgresStore(PostgresIngest, PostgresAcks, SingletonLeases, PostgresReads
 
 
 def _replay_where(where: ReplayFilter) -> tuple[str, list[Any]]:
-    clause, params = ["d.state = 3"], []
+    clause, params = [f"d.state = {State.DEAD:d}"], []
     if where.destination:
         params.append(where.destination)
         clause.append(f"d.destination = ${len(params)}")

@@ -22,26 +22,16 @@ from typing import Any
 import aiosqlite
 import orjson
 
-from .base import (
-    ATTEMPTS_KEPT,
-    Attempt,
-    AuditEntry,
-    Claimed,
-    NewEvent,
-    ReplayFilter,
-    State,
-    StorageUnavailable,
-)
+from ..models import Attempt, Claimed, NewEvent, State
+from .base import ATTEMPTS_KEPT, AuditEntry, ReplayFilter, StorageUnavailable
 from .sqlite_reads import SqliteReads, conditions
 from .sqlite_schema import MIGRATIONS, statements
 
-PENDING, LEASED, DELIVERED, DEAD = (int(s) for s in State)
-
-_CLAIM = """
-UPDATE deliveries SET state = 1, due_at = :until, lease = :lease, attempts = attempts + 1,
+_CLAIM = f"""
+UPDATE deliveries SET state = {State.LEASED:d}, due_at = :until, lease = :lease, attempts = attempts + 1,
        updated_at = :now
 WHERE id IN (SELECT id FROM deliveries
-             WHERE destination = :destination AND state < 2 AND due_at <= :now{only_types}
+             WHERE destination = :destination AND state < {State.DELIVERED:d} AND due_at <= :now{{only_types}}
              ORDER BY due_at LIMIT :limit)
 RETURNING id, attempts, created_at,
           (SELECT id FROM events WHERE seq = event_seq),
@@ -54,6 +44,26 @@ _CLAIM_TYPES = _CLAIM.format(
     " IN (SELECT value FROM json_each(:types))"
 )
 _CLAIM = _CLAIM.format(only_types="")
+# The outcomes of a claim, and the hand-back of one never attempted.
+_ACK = (
+    f"UPDATE deliveries SET state = {State.DELIVERED:d}, lease = NULL, last_error = NULL,"
+    " updated_at = ? WHERE id = ? AND lease = ?"
+)
+_RETRY = (
+    f"UPDATE deliveries SET state = {State.PENDING:d}, due_at = ?, lease = NULL, last_error = ?,"
+    " updated_at = ? WHERE id = ? AND lease = ?"
+)
+_DEAD = (
+    f"UPDATE deliveries SET state = {State.DEAD:d}, lease = NULL, last_error = ?, updated_at = ?"
+    " WHERE id = ? AND lease = ?"
+)
+_RELEASE = (
+    f"UPDATE deliveries SET state = {State.PENDING:d}, due_at = ?, attempts = attempts - 1,"
+    " lease = NULL, updated_at = ? WHERE id = ? AND lease = ?"
+)
+_NEXT_DUE = (
+    f"SELECT MIN(due_at) FROM deliveries WHERE destination = ? AND state < {State.DELIVERED:d}"
+)
 
 # A write: runs in the SQLite thread, inside the group's transaction.
 Job = Callable[[sqlite3.Connection], Any]
@@ -74,7 +84,15 @@ class _Pending:
 class SqliteStore(SqliteReads):
     """`base.Store` on one SQLite file."""
 
-    def __init__(self, path: Path | str, *, busy_timeout_s: float = 5.0) -> None:
+    node = None  # one process owns the file: no cluster, no node name in the dispatch log
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        busy_timeout_s: float = 5.0,
+        on_commit: Callable[[int, int, float], None] | None = None,
+    ) -> None:
         self.path = Path(path)
         self._busy_ms = int(busy_timeout_s * 1000)
         self._db: aiosqlite.Connection | None = None
@@ -89,7 +107,7 @@ class SqliteStore(SqliteReads):
         self.commits = 0
         self.last_commit_size = 0
         # Called after each group commit with (writes, events inserted, seconds): metrics.
-        self.on_commit: Callable[[int, int, float], None] | None = None
+        self.on_commit = on_commit
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -388,8 +406,7 @@ class SqliteStore(SqliteReads):
     async def ack(self, claims: list[Claimed], attempt: Attempt | None = None) -> None:
         now = time.time()
         await self._finish(
-            "UPDATE deliveries SET state = 2, lease = NULL, last_error = NULL, updated_at = ?"
-            " WHERE id = ? AND lease = ?",
+            _ACK,
             [(now, c.delivery_id, c.lease) for c in claims],
             _history(claims, "delivered", attempt),
         )
@@ -399,8 +416,7 @@ class SqliteStore(SqliteReads):
     ) -> None:
         now = time.time()
         await self._finish(
-            "UPDATE deliveries SET state = 0, due_at = ?, lease = NULL, last_error = ?,"
-            " updated_at = ? WHERE id = ? AND lease = ?",
+            _RETRY,
             [(due_at, error, now, c.delivery_id, c.lease) for c, due_at in claims],
             _history([c for c, _ in claims], "retry", attempt),
         )
@@ -410,8 +426,7 @@ class SqliteStore(SqliteReads):
     ) -> None:
         now = time.time()
         await self._finish(
-            "UPDATE deliveries SET state = 3, lease = NULL, last_error = ?, updated_at = ?"
-            " WHERE id = ? AND lease = ?",
+            _DEAD,
             [(error, now, c.delivery_id, c.lease) for c in claims],
             _history(claims, "dead", attempt),
         )
@@ -419,16 +434,15 @@ class SqliteStore(SqliteReads):
     async def release(self, claims: list[Claimed]) -> None:
         now = time.time()
         await self._finish(
-            "UPDATE deliveries SET state = 0, due_at = ?, attempts = attempts - 1, lease = NULL,"
-            " updated_at = ? WHERE id = ? AND lease = ?",
+            _RELEASE,
             [(now, now, c.delivery_id, c.lease) for c in claims],
         )
 
     async def ack_lease(self, destination: str, lease: int) -> list[str]:
         def job(conn: sqlite3.Connection) -> list[str]:
             rows = conn.execute(
-                "UPDATE deliveries SET state = 2, lease = NULL, updated_at = ?"
-                " WHERE lease = ? AND state = 1 AND destination = ?"
+                f"UPDATE deliveries SET state = {State.DELIVERED:d}, lease = NULL, updated_at = ?"
+                f" WHERE lease = ? AND state = {State.LEASED:d} AND destination = ?"
                 " RETURNING (SELECT id FROM events WHERE seq = event_seq)",
                 (time.time(), lease, destination),
             ).fetchall()
@@ -440,8 +454,8 @@ class SqliteStore(SqliteReads):
         def job(conn: sqlite3.Connection) -> int:
             marks = ",".join("?" * len(keep))
             cursor = conn.execute(
-                "UPDATE deliveries SET state = 0, due_at = ?, lease = NULL"
-                f" WHERE state = 1 AND destination NOT IN ({marks})",
+                f"UPDATE deliveries SET state = {State.PENDING:d}, due_at = ?, lease = NULL"
+                f" WHERE state = {State.LEASED:d} AND destination NOT IN ({marks})",
                 (time.time(), *keep),
             )
             return cursor.rowcount
@@ -461,7 +475,7 @@ class SqliteStore(SqliteReads):
             now = time.time()
             # With a rate, the n-th is due n/rate s from now: oldest first, spread out.
             conn.executemany(
-                "UPDATE deliveries SET state = 0, attempts = 0, due_at = ?, lease = NULL,"
+                f"UPDATE deliveries SET state = {State.PENDING:d}, attempts = 0, due_at = ?, lease = NULL,"
                 " updated_at = ? WHERE id = ?",
                 [(now + i / rate if rate else now, now, r[0]) for i, r in enumerate(rows)],
             )
@@ -522,7 +536,7 @@ class SqliteStore(SqliteReads):
         def job(conn: sqlite3.Connection) -> int:
             gone = conn.execute(
                 "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries"
-                " WHERE state >= 2 AND updated_at < ? LIMIT 5000)",
+                f" WHERE state >= {State.DELIVERED:d} AND updated_at < ? LIMIT 5000)",
                 (older_than,),
             )
             events = conn.execute(
@@ -559,10 +573,12 @@ class SqliteStore(SqliteReads):
         await self._submit(job)
 
     async def next_due(self, destination: str) -> float | None:
-        rows = await self._fetch(
-            "SELECT MIN(due_at) FROM deliveries WHERE destination = ? AND state < 2", (destination,)
-        )
+        rows = await self._fetch(_NEXT_DUE, (destination,))
         return rows[0][0]
+
+    async def lead(self, name: str) -> bool:
+        """One node: it runs every cluster-wide singleton (retention, periodic rounds)."""
+        return True
 
     async def paused(self) -> dict[str, float | None]:
         rows = await self._fetch("SELECT destination, until FROM paused")
@@ -584,7 +600,7 @@ ID_CHUNK = 20_000  # event ids per statement: SQLite takes at most 32,766 parame
 def _dead_matching(conn: sqlite3.Connection, where: ReplayFilter) -> list[tuple[int, str]]:
     """(delivery id, event id) of the dead deliveries `where` matches, oldest first."""
     clause, params = conditions(
-        ("state = 3", ()),
+        (f"state = {State.DEAD:d}", ()),
         ("destination = ?", (where.destination,) if where.destination else None),
         ("created_at >= ?", None if where.since is None else (where.since,)),
         ("created_at < ?", None if where.until is None else (where.until,)),
@@ -660,7 +676,7 @@ def _count_inserted(
     for r in delivery_rows:
         per_destination[r[1]] = per_destination.get(r[1], 0) + 1
     conn.executemany(
-        "INSERT INTO counters (destination, state, n) VALUES (?, 0, ?)"
+        f"INSERT INTO counters (destination, state, n) VALUES (?, {State.PENDING:d}, ?)"
         " ON CONFLICT (destination, state) DO UPDATE SET n = n + excluded.n",
         list(per_destination.items()),
     )

@@ -12,6 +12,7 @@ from typing import Any
 
 import aiosqlite
 
+from ..models import State
 from .base import (
     AttemptFilter,
     AttemptRecord,
@@ -20,7 +21,6 @@ from .base import (
     DeliveryDetail,
     DestinationStats,
     EventDetail,
-    State,
     Stats,
     StorageUnavailable,
 )
@@ -67,7 +67,7 @@ class SqliteReads:
         until: float | None = None,
     ) -> list[DeadDelivery]:
         where, params = conditions(
-            ("d.state = 3", ()),
+            (f"d.state = {State.DEAD:d}", ()),
             ("d.id > ?", (after,)),
             ("d.destination = ?", (destination,) if destination else None),
             ("d.created_at >= ?", None if since is None else (since,)),
@@ -151,14 +151,14 @@ class SqliteReads:
         # deadline are read (none, when all is well), never the whole backlog.
         marks = ",".join("?" * len(event_types))
         names = await self._fetch(
-            "SELECT DISTINCT destination FROM counters WHERE destination <> '' AND state < 2"
+            f"SELECT DISTINCT destination FROM counters WHERE destination <> '' AND state < {State.DELIVERED:d}"
             " AND n > 0"
         )
         late = {}
         for (name,) in names:
             rows = await self._fetch(
                 "SELECT COUNT(*), MIN(d.created_at) FROM deliveries d"
-                " JOIN events e ON e.seq = d.event_seq WHERE d.destination = ? AND d.state < 2"
+                f" JOIN events e ON e.seq = d.event_seq WHERE d.destination = ? AND d.state < {State.DELIVERED:d}"
                 f" AND d.created_at < ? AND e.event_type IN ({marks})",
                 (name, older_than, *event_types),
             )
@@ -197,7 +197,7 @@ def _stats(conn: sqlite3.Connection, now: float) -> Stats:
                 d.dead = n
         # Leases are few (a dispatcher's slots, open pull batches); an expired one is pending.
         for destination, n in conn.execute(
-            "SELECT destination, COUNT(*) FROM deliveries WHERE state = 1 AND due_at > ?"
+            f"SELECT destination, COUNT(*) FROM deliveries WHERE state = {State.LEASED:d} AND due_at > ?"
             " GROUP BY 1",
             (now,),
         ):
@@ -208,8 +208,8 @@ def _stats(conn: sqlite3.Connection, now: float) -> Stats:
             if d.pending > 0:
                 # Walks deliveries_age from the oldest; only leases in flight are skipped.
                 row = conn.execute(
-                    "SELECT created_at FROM deliveries WHERE destination = ? AND state < 2"
-                    " AND (state = 0 OR due_at <= ?) ORDER BY created_at LIMIT 1",
+                    f"SELECT created_at FROM deliveries WHERE destination = ? AND state < {State.DELIVERED:d}"
+                    f" AND (state = {State.PENDING:d} OR due_at <= ?) ORDER BY created_at LIMIT 1",
                     (destination, now),
                 ).fetchone()
                 if row is not None:

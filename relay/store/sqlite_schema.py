@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import sqlite3
 
+from ..models import State
+
 # Applied in order; PRAGMA user_version counts how many have run.
 MIGRATIONS: tuple[str, ...] = (
-    """
+    f"""
     CREATE TABLE events (
         seq         INTEGER PRIMARY KEY,   -- assigned by the writer, in commit order
         id          TEXT NOT NULL UNIQUE,  -- the event id (client's or relay's)
@@ -28,11 +30,11 @@ MIGRATIONS: tuple[str, ...] = (
         updated_at  REAL NOT NULL
     );
     -- Claims: the due work of one destination, in due order. Only live rows are indexed.
-    CREATE INDEX deliveries_due ON deliveries (destination, due_at) WHERE state < 2;
+    CREATE INDEX deliveries_due ON deliveries (destination, due_at) WHERE state < {State.DELIVERED:d};
     CREATE INDEX deliveries_event ON deliveries (event_seq);
-    CREATE INDEX deliveries_lease ON deliveries (lease) WHERE state = 1;
-    CREATE INDEX deliveries_dead ON deliveries (destination, id) WHERE state = 3;
-    CREATE INDEX deliveries_done ON deliveries (updated_at) WHERE state >= 2;
+    CREATE INDEX deliveries_lease ON deliveries (lease) WHERE state = {State.LEASED:d};
+    CREATE INDEX deliveries_dead ON deliveries (destination, id) WHERE state = {State.DEAD:d};
+    CREATE INDEX deliveries_done ON deliveries (updated_at) WHERE state >= {State.DELIVERED:d};
     CREATE TABLE paused (
         destination TEXT PRIMARY KEY,
         until       REAL                   -- resume by itself then; NULL = until resumed
@@ -56,7 +58,7 @@ MIGRATIONS: tuple[str, ...] = (
         requested_at REAL NOT NULL
     );
     """,
-    """
+    f"""
     -- Counts kept by triggers in the writing transaction, so `stats` and the console read a
     -- few rows instead of counting a million. destination '' holds the event totals:
     -- state 0 = events stored, 1 = of those, unrouted.
@@ -92,7 +94,7 @@ MIGRATIONS: tuple[str, ...] = (
         DELETE FROM attempts WHERE delivery_id = old.id;
     END;
     -- The oldest live delivery of a destination, without a scan (stats, console).
-    CREATE INDEX deliveries_age ON deliveries (destination, created_at) WHERE state < 2;
+    CREATE INDEX deliveries_age ON deliveries (destination, created_at) WHERE state < {State.DELIVERED:d};
     -- Each delivery's last attempts (ATTEMPTS_KEPT): `relay show` and the console.
     CREATE TABLE attempts (
         delivery_id INTEGER NOT NULL,
@@ -119,9 +121,9 @@ MIGRATIONS: tuple[str, ...] = (
         detail TEXT NOT NULL
     );
     """,
-    """
+    f"""
     -- Dead letters of every destination by id (the console's dead page, `relay dead list`).
-    CREATE INDEX deliveries_dead_all ON deliveries (id) WHERE state = 3;
+    CREATE INDEX deliveries_dead_all ON deliveries (id) WHERE state = {State.DEAD:d};
     """,
     """
     -- Inserts are counted by the writer, a few statements a group (`_count_inserted`):

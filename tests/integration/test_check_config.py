@@ -158,7 +158,7 @@ def test_every_problem_is_reported_in_one_run_each_with_its_key_path(tmp_path):
     assert lines == [
         f"relay: {config}: destinations.crm.url: must be an http(s) URL, got 'crm.example.com'",
         f"relay: {config}: destinations.crm.dealy: unknown key (known: batch_size, circuit,"
-        " concurrency, delay, format, headers, method, retry, signing_secret, source_address,"
+        " concurrency, delay, format, headers, method, reject, retry, signing_secret, source_address,"
         " timeout, type, url)",
         f"relay: {config}: routes[1].events: 'BOUNCED' is not an event type or trigger",
         "relay: 3 problems in the config",

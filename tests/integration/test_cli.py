@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from relay.admin import group_id, signature
-from relay.store import SqliteStore
+from relay.store.sqlite import SqliteStore
 
 from ..helpers import RunningRelay, base_toml, free_port, wait_for
 
@@ -507,5 +507,13 @@ async def test_dead_replay_by_failure_group_at_a_rate(flaky, receiver):
     assert receiver.hits[1].at - receiver.hits[0].at >= 1.0
     code, _, err = await cli("dead", "replay", "--rate", "0", "-c", str(flaky.config_path))
     assert (
-        code == 1 and err.strip() == "relay: --rate: must be a positive number of events per second"
+        code == 1
+        and err.strip()
+        == "relay: --rate: must be a positive number of events per second (0.001 to 1e6)"
+    )
+    code, _, err = await cli("dead", "replay", "-c", str(flaky.config_path))
+    assert code == 1 and "say what to replay" in err  # as the admin API: everything needs '*'
+    code, _, err = await cli("dead", "replay", "--group", "zz", "-c", str(flaky.config_path))
+    assert code == 1 and err.strip() == (
+        "relay: --group: must be a failure group id (12 hex digits, as listed)"
     )

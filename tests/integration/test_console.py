@@ -169,6 +169,8 @@ async def test_destination_page_attempts_filters_groups_and_pages(make_relay, re
     assert (await relay.post_events(events)).status == 202
     await wait_for(lambda: len(set(receiver.delivered_ids())) == 55, 10, "all delivered")
     await wait_for(lambda: len(receiver.hits) == 56, 5, "the retry")
+    tally = relay.runtime.outcomes.tallies["crm"]  # counted once the store has the attempt
+    await wait_for(lambda: tally["delivered"] == 55 and tally["retry"] == 1, 5, "recorded")
     console = Console(relay)
 
     resp, page = await console.get("/console/destinations/crm")
@@ -316,7 +318,7 @@ async def test_read_only_hides_forms_and_refuses_posts(make_relay, receiver):
     relay = await make_relay(toml(receiver.url, console="read_only = true\n"))
     assert (await relay.post_events(bounce("ro1"))).status == 202
     console = Console(relay)
-    await wait_for(lambda: relay.runtime.dispatchers["crm"].activity.last_failure, 5, "a failure")
+    await wait_for(lambda: relay.runtime.outcomes.activities["crm"].last_failure, 5, "a failure")
     for path in ("/console/", "/console/destinations/crm", "/console/dead", "/console/tail"):
         resp, page = await console.get(path)
         assert resp.status == 200

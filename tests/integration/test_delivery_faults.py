@@ -208,3 +208,38 @@ async def test_an_event_older_than_max_age_is_dead(make_relay, receiver):
     hits = len(receiver.hits)
     await asyncio.sleep(0.3)  # after dead, nothing more is sent
     assert len(receiver.hits) == hits
+
+
+async def test_410_gone_is_dead_at_once_with_the_reason_and_the_circuit_stays_closed(
+    make_relay, receiver
+):
+    receiver.default = 410
+    relay = await make_relay(config(receiver.url))
+    assert (await relay.post_events([event("g1"), event("g2")])).status == 202
+    await wait_for(lambda: outcomes(relay).count("dead") == 2, 5, "both dead")
+    await asyncio.sleep(0.3)  # four attempts would have fitted in this time: none came
+    assert len(receiver.hits) == 2
+    lines = relay.dispatch_lines()
+    assert [(x["outcome"], x["attempt"], x["status"]) for x in lines] == [("dead", 1, 410)] * 2
+    assert all(x["error"] == "HTTP 410: nope" and x["next_attempt"] is None for x in lines)
+    s = await stats_of(relay)
+    assert (s.dead, s.pending) == (2, 0)
+    assert relay.runtime.dispatchers["crm"].state == "failing"  # not circuit_open
+    detail = await relay.store.event("g1")
+    assert detail.deliveries[0].last_error == "HTTP 410: nope"
+
+
+async def test_reject_lists_the_permanent_statuses_and_an_empty_list_retries_them(
+    make_relay, receiver
+):
+    receiver.script = [410, 200, 404]
+    relay = await make_relay(config(receiver.url, FAST_RETRY + "reject = [404]\n"))
+    assert (await relay.post_events(event("r1"))).status == 202
+    await wait_for(lambda: "delivered" in outcomes(relay), 5, "410 retried, then delivered")
+    assert (await relay.post_events(event("r2"))).status == 202
+    await wait_for(lambda: "dead" in outcomes(relay), 5, "404 dead at once")
+    assert [(x["event_id"], x["outcome"], x["status"]) for x in relay.dispatch_lines()] == [
+        ("r1", "retry", 410),
+        ("r1", "delivered", 200),
+        ("r2", "dead", 404),
+    ]

@@ -10,7 +10,8 @@ import time
 import orjson
 import pytest
 
-from relay.store import NewEvent, SqliteStore
+from relay.models import NewEvent
+from relay.store.sqlite import SqliteStore
 
 from ..helpers import base_toml, wait_for
 from ..mailftp import (
@@ -172,10 +173,12 @@ async def test_4xx_or_a_lost_connection_retries_then_delivers(make_relay, failur
     assert len(attached_events(box.messages[0])) == 2
 
 
-async def test_5xx_retries_by_the_policy_and_goes_dead(make_relay):
+async def _digest_of_two_refused_with_550(make_relay, extra: str = ""):
+    """Two events in one digest to a server answering 550, until both are dead:
+    (the relay, its stats for "mail", how many messages the server was offered)."""
     box = Mailbox(default=550)
     with smtp_server(box) as port:
-        relay = await make_relay(email_toml(port, 'digest = "1h"\n' + FAST_RETRY))
+        relay = await make_relay(email_toml(port, 'digest = "1h"\n' + extra + FAST_RETRY))
         assert (await relay.post_events(events(2))).status == 202
         relay.runtime.dispatchers["mail"].flush()
         await wait_for(
@@ -183,8 +186,25 @@ async def test_5xx_retries_by_the_policy_and_goes_dead(make_relay):
             10,
             "both events dead",
         )
+        await asyncio.sleep(0.3)  # FAST_RETRY would have tried again by now
         stats = (await relay.store.stats()).destinations["mail"]
-    assert box.attempts == 3  # max_attempts
+    return relay, stats, box.attempts
+
+
+async def test_a_5xx_is_permanent_dead_at_once_with_the_reply_as_reason(make_relay):
+    relay, stats, attempts = await _digest_of_two_refused_with_550(make_relay)
+    assert attempts == 1
+    assert stats.dead == 2 and stats.pending == 0
+    lines = relay.dispatch_lines()
+    assert [(line["attempt"], line["status"]) for line in lines] == [(1, 550), (1, 550)]
+    assert all(line["error"].startswith("SMTP 550") for line in lines)
+
+
+async def test_with_reject_5xx_off_a_5xx_retries_by_the_policy_and_goes_dead(make_relay):
+    relay, stats, attempts = await _digest_of_two_refused_with_550(
+        make_relay, "reject_5xx = false\n"
+    )
+    assert attempts == 3  # max_attempts
     assert stats.dead == 2 and stats.pending == 0
     lines = relay.dispatch_lines()
     assert [line["attempt"] for line in lines] == [1, 1, 2, 2, 3, 3]

@@ -12,7 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from relay.activity import Activity
+from relay.dispatch.activity import Activity
 
 from ..helpers import DaemonProcess, Receiver, base_toml, free_port, wait_for
 
@@ -86,7 +86,7 @@ async def test_a_restart_keeps_last_success_error_rates_and_sparkline(daemon):
 
 async def test_the_forecast_warms_up_from_start_not_from_the_first_view(make_relay, receiver):
     relay = await make_relay(base_toml() + HOOK.format(url=receiver.url))
-    activity: Activity = relay.runtime.dispatchers["crm"].activity
+    activity: Activity = relay.runtime.outcomes.activities["crm"]
     # The backlog was noted at start, before anyone opened the console.
     assert len(activity.backlog) == 1
     started, pending = activity.backlog[0]

@@ -143,7 +143,7 @@ async def test_a_dropped_connection_is_storage_unavailable_then_recovers():
 async def test_two_stores_claiming_together_never_take_the_same_delivery():
     import asyncio
 
-    from relay.store import NewEvent
+    from relay.models import NewEvent
     from relay.store.postgres import PostgresStore
 
     dsn = pg.fresh_schema_dsn()
@@ -175,7 +175,7 @@ async def test_first_holds_across_nodes():
 
     import orjson
 
-    from relay.store import NewEvent
+    from relay.models import NewEvent
     from relay.store.postgres import PostgresStore
 
     dsn = pg.fresh_schema_dsn()
@@ -212,9 +212,10 @@ def test_statement_cache_size_is_taken_out_of_the_dsn():
 async def test_ingest_on_one_node_wakes_the_other_nodes_dispatcher(
     make_relay, receiver, monkeypatch
 ):
-    import relay.dispatch
+    import relay.dispatch.dispatcher
 
-    monkeypatch.setattr(relay.dispatch, "IDLE_POLL_S", 30.0)  # only a NOTIFY can be quick
+    # only a NOTIFY can be quick
+    monkeypatch.setattr(relay.dispatch.dispatcher, "IDLE_POLL_S", 30.0)
     dsn = pg.fresh_schema_dsn()
     # Node 1 sends "hook" to the receiver; node 2 only ingests (its "hook" is a pull feed).
     sender = await make_relay(node_toml(dsn, receiver.url), "n1")

@@ -42,11 +42,11 @@ async def test_tracking_is_spooled_while_postgres_is_down(make_relay, receiver, 
                 f"{relay.url}/v1/events", json={"event_type": "bounce", "email": "b@example.com"}
             ) as r:
                 assert r.status == 503 and "Retry-After" in r.headers
-            assert relay.runtime.spool.count == 2
+            assert relay.runtime.intake.spool.count == 2
             assert (tmp_path / "node.db.spool").exists()
         finally:
             cluster.start()
     await wait_for(lambda: len(receiver.hits) >= 2, 30, "the spooled events delivered")
     got = sorted(orjson.loads(h.body)["event_type"] for h in receiver.hits)
     assert got == ["engine_click", "engine_open"]
-    assert relay.runtime.spool.count == 0
+    assert relay.runtime.intake.spool.count == 0

@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from relay.destinations.logfile import render
-from relay.store import Claimed
+from relay.models import Claimed
 
 from ..helpers import base_toml, wait_for
 

@@ -21,9 +21,10 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from relay.links import make_link
+from relay.domain.links import make_link
 from relay.runtime import STOP_GRACE_S
-from relay.store import SqliteStore, StorageUnavailable
+from relay.store import StorageUnavailable
+from relay.store.sqlite import SqliteStore
 
 from ..helpers import DaemonProcess, Receiver, RunningRelay, base_toml, free_port, wait_for
 

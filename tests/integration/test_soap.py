@@ -281,7 +281,7 @@ async def test_wsdl_names_this_relays_address(relay):
 
 
 def test_every_seed_trigger_is_a_relay_trigger():
-    from relay.events import TRIGGERS
+    from relay.domain.events import TRIGGERS
 
     assert set(SEED_TRIGGERS) <= set(TRIGGERS)
 

@@ -17,15 +17,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from relay.store import (
-    Claimed,
-    NewEvent,
-    ReplayFilter,
-    SqliteStore,
-    StorageUnavailable,
-    Store,
-)
+from relay.models import Claimed, NewEvent
+from relay.store import ReplayFilter, StorageUnavailable, Store
 from relay.store.postgres import PostgresStore
+from relay.store.sqlite import SqliteStore
 
 from .. import pg
 from ..helpers import wait_for

@@ -12,14 +12,8 @@ import time
 import orjson
 import pytest
 
-from relay.store import (
-    ATTEMPTS_KEPT,
-    Attempt,
-    AttemptFilter,
-    AuditEntry,
-    ReplayFilter,
-    State,
-)
+from relay.models import Attempt, State
+from relay.store import ATTEMPTS_KEPT, AttemptFilter, AuditEntry, ReplayFilter
 
 from .test_store import backend, ev, store  # noqa: F401 - fixtures
 

@@ -18,7 +18,7 @@ import yarl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from relay.tokens import Signer
+from relay.domain.tokens import Signer
 
 from ..helpers import Receiver, RunningRelay, free_port, wait_for
 

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from relay.guard import LIMITS as LIMITS_KEY
+from relay.web.guard import LIMITS as LIMITS_KEY
 
 from ..helpers import base_toml, wait_for
 

@@ -8,7 +8,7 @@ import io
 import aiohttp
 import pytest
 
-from relay.tokens import Signer
+from relay.domain.tokens import Signer
 
 from ..helpers import base_toml
 

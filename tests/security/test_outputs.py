@@ -10,7 +10,7 @@ import io
 import orjson
 import pytest
 
-from relay.tokens import Signer
+from relay.domain.tokens import Signer
 
 from ..helpers import Receiver, base_toml, wait_for
 from ..integration.test_cli import cli

@@ -10,7 +10,7 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from relay.tokens import Signer
+from relay.domain.tokens import Signer
 
 from ..helpers import RunningRelay, base_toml
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from relay.backoff import JITTER, backoff_s, next_attempt_at
 from relay.config import RetryPolicy
+from relay.dispatch.backoff import JITTER, backoff_s, next_attempt_at
 
 EPS = 1e-9
 DEFAULT_POLICY = RetryPolicy(

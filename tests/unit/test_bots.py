@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from relay.bots import BotDetector, Verdict
+from relay.domain.bots import BotDetector, Verdict
 
 HOME_V4 = "203.0.113.7"  # documentation ranges: stand-ins for residential addresses
 HOME_V6 = "2001:db8:1234::42"

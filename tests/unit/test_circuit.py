@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from relay.circuit import Circuit, CircuitState, Gate
 from relay.config import CircuitPolicy, ConfigError, load
+from relay.dispatch.circuit import Circuit, CircuitState, Gate
 
 POLICY = CircuitPolicy(failures=3, cooldown_s=10.0, max_cooldown_s=35.0)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from relay.config import ConfigError, HttpDestination, PullDestination, RetryPolicy, load
-from relay.confread import parse_duration
-from relay.events import EVENT_TYPES
+from relay.config.reader import parse_duration
+from relay.domain.events import EVENT_TYPES
 
 LOOP = '[server]\nlisten = "127.0.0.1:8080"\n'
 HOOK = '[destinations.crm]\ntype = "http"\nurl = "https://crm.example.com/hooks/email"\n'
@@ -426,3 +426,22 @@ def test_config_objects_are_frozen(tmp_path):
     cfg = load_text(tmp_path, LOOP + HOOK + ALL_TO_CRM)
     with pytest.raises(AttributeError):
         cfg.server.port = 1  # type: ignore[misc]
+
+
+def test_reject_takes_http_error_statuses_only(tmp_path):
+    """`reject` lists statuses that are permanent; anything but a 4xx/5xx is a problem naming it."""
+    from relay.config import ConfigError, load
+
+    base = '[destinations.crm]\ntype = "http"\nurl = "http://127.0.0.1:9/h"\n'
+    routes = '[[routes]]\nevents = ["*"]\ndestinations = ["crm"]\n'
+    path = tmp_path / "relay.toml"
+    path.write_text(base + routes)
+    assert load(path).destinations["crm"].reject == (410,)
+    path.write_text(base + "reject = [404, 410]\n" + routes)
+    assert load(path).destinations["crm"].reject == (404, 410)
+    path.write_text(base + "reject = [200]\n" + routes)
+    with pytest.raises(ConfigError) as exc:
+        load(path)
+    assert "destinations.crm.reject[0]: must be integers between 400 and 599, got 200" in str(
+        exc.value
+    )

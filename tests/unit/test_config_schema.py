@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from relay import config
-from relay.config_schema import SECTIONS, Key, documented
-from relay.confread import Table, parse_duration
+from relay.config.reader import Table, parse_duration
+from relay.config.schema import SECTIONS, Key, documented
 
 MINIMAL = """
 [server]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.events import EVENT_TYPES, VOCABULARY, Problem, event_type_for, new_id, validate
+from relay.domain.events import EVENT_TYPES, VOCABULARY, Problem, event_type_for, new_id, validate
 
 EXAMPLES = json.loads((Path(__file__).parents[2] / "examples" / "events.json").read_text())
 BY_TYPE = {e["event_type"]: e for e in EXAMPLES}

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay.rewrite import HONEYPOT, PIXEL, rewrite
+from relay.domain.rewrite import HONEYPOT, PIXEL, rewrite
 
 BASE = "https://r.example"
 PREFIXES = tuple(f"{BASE}/{k}/" for k in "couhs")

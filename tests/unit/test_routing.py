@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from relay.config import HttpDestination, PullDestination, Route
-from relay.events import EVENT_TYPES
-from relay.routing import Router
+from relay.domain.events import EVENT_TYPES
+from relay.domain.routing import Router
 
 NOW = 1_700_000_000.0
 DESTS = {

@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relay.tokens import (
+from relay.domain.tokens import (
     FIELDS as TOKEN_FIELDS,
 )
-from relay.tokens import (
+from relay.domain.tokens import (
     KINDS,
     MAX_FIELD,
     MAX_TOKEN,
@@ -358,7 +358,7 @@ def test_a_remembered_token_is_still_only_good_for_its_own_kind():
 
 
 def test_invalid_tokens_are_not_remembered_and_the_memory_is_bounded():
-    from relay import tokens
+    from relay.domain import tokens
 
     signer = Signer([KEY.decode()], "https://t.example.com")
     bad = sign(OLD, "open", FIELDS)

@@ -1,0 +1,2 @@
+"""Delivery: per-destination dispatchers, their backoff, circuit breaker, activity and
+dispatch log."""

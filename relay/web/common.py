@@ -1,0 +1,127 @@
+"""What every route module shares, and nothing else: the app keys, JSON answers and
+errors, and bearer auth. A leaf: it imports no route module, so route modules import it
+and only the app factory imports them."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from ..intake import Intake
+from ..runtime import Runtime
+
+log = logging.getLogger("relay.web")
+
+RUNTIME = web.AppKey("runtime", Runtime)
+INTAKE = web.AppKey("intake", Intake)  # the one door events come in by (ingest, tracking)
+
+
+def json_response(
+    data: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data), status=status, headers=headers, content_type="application/json"
+    )
+
+
+class JsonError(web.HTTPException):
+    """An error answered as `{"error": message, ...extra}` with the given status."""
+
+    def __init__(
+        self, status: int, message: str, headers: dict[str, str] | None = None, **extra: Any
+    ) -> None:
+        self.status_code = status
+        super().__init__(
+            headers=headers,
+            # text=, not body=: aiohttp deprecates body= on HTTPException (a warning per error)
+            text=orjson.dumps({"error": message, **extra}).decode(),
+            content_type="application/json",
+        )
+
+
+def check_bearer(request: web.Request, tokens: Iterable[str]) -> None:
+    """Require `Authorization: Bearer <one of tokens>`; no tokens configured means open.
+
+    (Open is only allowed on loopback: the config refuses it anywhere else.) Every token
+    is compared in constant time, and all of them are compared, so timing tells nothing.
+    """
+    tokens = tuple(tokens)
+    if not tokens:
+        return
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        raise JsonError(401, "missing bearer token", {"WWW-Authenticate": "Bearer"})
+    given_b = given.strip().encode()
+    ok = False
+    for token in tokens:
+        ok |= hmac.compare_digest(given_b, token.encode())
+    if not ok:
+        raise JsonError(401, "invalid bearer token", {"WWW-Authenticate": "Bearer"})
+
+
+# The query parameters each route takes; any other is a 400 naming it (a typo such as
+# `?maxx=5` would otherwise be ignored and the default used). The admin API checks its own;
+# the tracking routes a recipient's browser opens (/o, /c, /u, /s) take what comes, because
+# a mail client or gateway may append parameters and a click must never break.
+QUERY_PARAMS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("POST", "/v1/events"): (),
+    ("POST", "/v1/links"): (),
+    ("POST", "/v1/rewrite"): (),
+    ("GET", "/v1/pull/{destination}"): ("max",),
+    ("POST", "/v1/pull/{destination}/ack"): (),
+    ("GET", "/healthz"): (),
+    ("GET", "/readyz"): (),
+    ("GET", "/metrics"): (),
+    ("GET", "/v1/openapi.json"): (),
+    ("GET", "/soap/pull"): ("wsdl",),
+    ("POST", "/soap/pull"): (),
+    # The console's pages: their filter forms' fields, and `flash` after a POST → 303.
+    ("GET", "/console/"): ("flash",),
+    ("GET", "/console/destinations/{name}"): (
+        "flash", "outcome", "event_type", "since", "until", "before",
+    ),
+    ("GET", "/console/events/{id}"): ("flash",),
+    ("GET", "/console/dead"): ("flash", "destination", "after"),
+    ("GET", "/console/tail"): ("flash", "destination", "event_type", "outcome"),
+    ("GET", "/console/tail/stream"): ("destination", "event_type", "outcome", "after"),
+}  # fmt: skip
+
+
+@web.middleware
+async def known_query(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Refuse a query parameter the route does not take, naming it."""
+    if request.query_string:
+        route = request.match_info.route
+        method = "GET" if request.method == "HEAD" else request.method
+        key = (method, route.resource.canonical if route.resource is not None else "")
+        allowed = QUERY_PARAMS.get(key)
+        if allowed is not None:
+            for name in request.query:
+                if name not in allowed:
+                    legal = ", ".join(allowed) or "none"
+                    raise JsonError(
+                        400, f"{name}: unknown query parameter (allowed: {legal})", field=name
+                    )
+    return await handler(request)
+
+
+@web.middleware
+async def errors_as_json(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except JsonError:
+        raise
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        raise JsonError(exc.status, exc.reason.lower(), allow) from None
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        raise JsonError(500, "internal error") from None
