@@ -40,7 +40,7 @@ def flatten(event: dict) -> dict[str, str]:
 
 
 def _form(fmt: str, event: dict) -> str:
-    """The urlencoded fields: relay's own (`form`) or the seed platform's (`pure360`)."""
+    """The urlencoded fields: relay's own (`form`) or Pure360's (`pure360`)."""
     return pure360.form_body(event) if fmt == "pure360" else urlencode(flatten(event))
 
 

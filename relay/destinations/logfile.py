@@ -32,7 +32,7 @@ def render(fmt: str, claims: list[Claimed], csv_raw: bool = False) -> bytes:
     get a `'` in front, as OWASP advises, unless `csv_raw` (for programs, not people)."""
     if fmt == "jsonl":
         return b"".join(c.body + b"\n" for c in claims)
-    if fmt == "pure360":  # the seed platform's log: its POST data, one line per event
+    if fmt == "pure360":  # Pure360's log: its POST data, one line per event
         return "".join(pure360.form_body(orjson.loads(c.body)) + "\n" for c in claims).encode()
     rows = [flatten(orjson.loads(c.body)) for c in claims]
     if fmt == "form":

@@ -2,7 +2,7 @@
 
 Mail privacy proxies fetch every pixel and security gateways follow every link, so raw
 opens and clicks overstate what people did. Each rule here is cheap (a regex, a network
-test, a dict lookup) and says *why* in `Verdict.reason`; the README, "Bot detection" gives each rule's
+test, a dict lookup) and says *why* in `Verdict.reason`; docs/explanation/bot-detection.md gives each rule's
 source. Nothing here raises on what a client sends: a user agent or address that cannot
 be parsed simply matches no rule. Event-loop thread only (no locks).
 """
@@ -34,7 +34,7 @@ HONEYPOT = Verdict(True, "honeypot")
 HEAD = Verdict(True, "head")
 BURST = Verdict(True, "burst")
 
-# Apple owns 17.0.0.0/8; MPP's prefetcher sends the bare user agent below (the README, "Bot detection").
+# Apple owns 17.0.0.0/8; MPP's prefetcher sends the bare user agent below (docs/explanation/bot-detection.md).
 APPLE_NETWORK = ipaddress.ip_network("17.0.0.0/8")
 MPP_USER_AGENT = "Mozilla/5.0"
 
@@ -164,7 +164,7 @@ class BotDetector:
 
     `scanner_networks` (CIDR strings) are ranges whose every open and click is a machine.
     None ship by default: no scanner vendor publishes the ranges it fetches from
-    (the README, "Bot detection"). Invalid CIDRs or limits raise ValueError here, at configuration time.
+    (docs/explanation/bot-detection.md). Invalid CIDRs or limits raise ValueError here, at configuration time.
     """
 
     def __init__(

@@ -61,7 +61,7 @@ def _has_type(value: object, kind: str) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-# Documented limits (README "Limits").
+# Documented limits (docs/reference/events.md, "Limits").
 MAX_ID = 128
 MAX_FIELDS = 100
 MAX_KEY = 64

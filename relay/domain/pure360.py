@@ -1,4 +1,4 @@
-"""The seed platform's own wire format ("pure360"): its form fields per trigger (pure: no I/O).
+"""Pure360's own wire format ("pure360"): its form fields per trigger (pure: no I/O).
 
 Integrations written for that platform read its HTTP POST form, its FTP log lines (the same
 form, one per line) and its client-pull CSV. This module turns a relay event into that

@@ -1,4 +1,4 @@
-"""Client pull in the seed platform's own SOAP dialect (SOAP 1.1, RPC/encoded, Apache maps).
+"""Client pull in Pure360's own SOAP dialect (SOAP 1.1, RPC/encoded, Apache maps).
 
 `handleRequest(contextId, className, processName, entityData, processData)` with
 `bus_facade_context` login/logout and `bus_facade_eventNotification` getBatch/markRead, on

@@ -88,7 +88,7 @@ class PostgresStore(PostgresIngest, PostgresAcks, SingletonLeases, PostgresReads
                 # (at-least-once), as on SQLite where only ingest commits are fsynced. An
                 # ingest commit (a 2xx depends on it) and operator actions turn it back on.
                 # Behind PgBouncer (statement_cache_size=0), which refuses unknown start-up
-                # parameters, set it for relay's role instead (README).
+                # parameters, set it for relay's role instead (docs/how-to/postgresql.md, "Behind PgBouncer").
                 settings = {"synchronous_commit": "off"} if cache else {}
                 self._pool = await asyncpg.create_pool(
                     dsn,

@@ -57,7 +57,7 @@ def create_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/v1/openapi.json", openapi)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
-    soap.add_routes(app)  # the seed platform's SOAP pull (/soap/pull)
+    soap.add_routes(app)  # Pure360's SOAP pull (/soap/pull)
     console.add_routes(app)
     guard.install(app, runtime.config)  # innermost: after the console's auth, before every handler
     return app

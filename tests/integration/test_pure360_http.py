@@ -2,7 +2,7 @@
 
 relay posts to a real aiohttp receiver; PHP's own `parse_str` (the parser behind `$_POST`)
 decodes every body, so `List_Names[]` arrives as an array exactly as PHP integrations of the
-seed platform expect it. The same lines go into ftp/sftp logs with `format = "pure360"`.
+Pure360 expect it. The same lines go into ftp/sftp logs with `format = "pure360"`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The SOAP pull in the seed platform's dialect, on a real socket, driven by PHP's SoapClient.
+"""The SOAP pull in Pure360's dialect, on a real socket, driven by PHP's SoapClient.
 
 PHP (Debian's php-cli + php-soap; `.ci/run` installs them) builds its client from relay's
 WSDL and runs the vendor's documented session: login, getBatch, logout. The scripts are in

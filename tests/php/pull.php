@@ -1,6 +1,6 @@
 <?php
 // Pull every pending event from relay with PHP's own SoapClient, the way integrations of the
-// seed platform do it: log in, getBatch with markAsReadInd = Y until a batch comes back empty,
+// Pure360 do it: log in, getBatch with markAsReadInd = Y until a batch comes back empty,
 // decode each batch's base64 CSV with its per-trigger headers, log out.
 //
 //   php pull.php http://127.0.0.1:8080/soap/pull?wsdl warehouse "$WAREHOUSE_TOKEN" [TRIGGERS]

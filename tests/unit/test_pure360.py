@@ -1,4 +1,4 @@
-"""The seed platform's dialect, pure parts: form fields, the pull's CSV, sessions, the codec,
+"""Pure360's dialect, pure parts: form fields, the pull's CSV, sessions, the codec,
 and the migration guide kept true to them."""
 
 from __future__ import annotations
