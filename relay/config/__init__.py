@@ -110,7 +110,7 @@ class ServerConfig:
     port: int = 8080
     public_url: str = "http://127.0.0.1:8080"
     trusted_proxies: tuple[str, ...] = ()
-    # Host header names the console, admin API and tokenless routes answer (relay.guard)
+    # Host header names the console, admin API and tokenless routes answer (relay.web.guard)
     allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
     public_hosts: tuple[str, ...] = ("127.0.0.1",)  # tracking links' hosts (public_url's)
     head_timeout_s: float = 10.0  # a whole request head within this, or the socket closes

@@ -21,14 +21,20 @@ class LinkError(ValueError):
         return {"index": self.index, "field": self.field, "message": self.message}
 
 
-def message_fields(item: dict, index: int) -> dict[str, str | None]:
-    """The token fields of `item`, as strings (numbers accepted); a `LinkError` otherwise."""
+def message_fields(
+    item: dict, index: int, allowed: tuple[str, ...] = ("kind", *FIELDS)
+) -> dict[str, str | None]:
+    """The token fields of `item`, each a string (a number is not an email); a key the
+    request does not take (`allowed`) is named, not ignored (a typo like `emial`)."""
+    for key in item:
+        if key not in allowed:
+            raise LinkError(index, key, f"unknown key (allowed: {', '.join(allowed)})")
     fields = {}
     for name in FIELDS:
         value = item.get(name)
-        if value is not None and not isinstance(value, str | int) or isinstance(value, bool):
+        if value is not None and not isinstance(value, str):
             raise LinkError(index, name, "must be a string")
-        fields[name] = None if value is None else str(value)
+        fields[name] = value
     return fields
 
 

@@ -69,8 +69,21 @@ def route_class(path: str) -> str:
     return _BY_SEGMENT.get(segment, API)
 
 
+_HOSTS_SEEN: dict[str, str] = {}  # Host header -> host name: clients send few distinct ones
+MAX_HOSTS_SEEN = 1024
+
+
 def host_name(header: str) -> str:
     """The host of a `Host` header, lowercased, without its port (`[::1]` keeps brackets)."""
+    name = _HOSTS_SEEN.get(header)
+    if name is None:
+        if len(_HOSTS_SEEN) >= MAX_HOSTS_SEEN:
+            _HOSTS_SEEN.clear()
+        name = _HOSTS_SEEN[header] = _parse_host(header)
+    return name
+
+
+def _parse_host(header: str) -> str:
     host = header.strip().lower()
     if host.startswith("["):
         end = host.find("]")
@@ -210,7 +223,8 @@ async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
     refused = refusal(request, cached[1])
     if refused is not None:
         raise refused
-    if request.app[LIMITS].over_cap(request.protocol) and route_class(request.path) != HEALTH:
+    limits = request.app[LIMITS]
+    if limits.crowded and limits.over_cap(request.protocol) and route_class(request.path) != HEALTH:
         raise JsonError(503, "too many open connections (server.max_connections)", CROWDED)
     return await handler(request)
 

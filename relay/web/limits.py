@@ -16,13 +16,15 @@ accepted socket's protocol is wrapped in `_Watched`, which sees the bytes go by:
   `/healthz` and `/readyz`, so a monitor sees a live process); past the cap plus `RESERVE`
   they are closed at once. One log line per crowded spell (at most one per 10 s).
 
-The bookkeeping is a few integer updates and one `bytes.find` per chunk received.
+The bookkeeping per request is a `bytes.find`, two regex searches of its head and a set
+add and discard; one sweep every 250 ms closes the late connections.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,12 +36,17 @@ log = logging.getLogger("relay.limits")
 RESERVE = 64  # sockets over the cap still read, to answer /healthz and a clear 503
 MAX_HEAD = 64 * 1024  # past this aiohttp refuses the head itself; stop buffering
 LOG_EVERY_S = 10.0
+SWEEP_S = 0.25  # how often late connections are looked for (the timeouts' resolution)
 TIMEOUT_ANSWER = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 IDLE, HEAD, BODY, CHUNKED = range(4)
 
 
 class ConnectionLimits:
-    """The counters and timeouts every watched connection shares (one per listener)."""
+    """The counters and deadlines every watched connection shares (one per listener).
+
+    A connection mid-request sits in `pending` with its deadline; one sweep every
+    `SWEEP_S` closes the late ones, so a request costs a set add and discard, not a timer.
+    """
 
     def __init__(self, head_timeout_s: float, body_timeout_s: float, max_connections: int) -> None:
         self.head_timeout_s = head_timeout_s
@@ -49,12 +56,31 @@ class ConnectionLimits:
         self.timed_out = 0
         self.crowded: set[Any] = set()  # aiohttp protocols accepted over the cap
         self.silent: dict[_Watched, None] = {}  # no byte yet, oldest first: evicted first
+        self.pending: set[_Watched] = set()  # a head or body on its way, with a deadline
         self.evicted = 0
         self.evicting = 0  # closed to make room, their connection_lost still to come
+        self.clock: Callable[[], float] = time.monotonic  # the loop's, once it runs
+        self._sweeper: asyncio.TimerHandle | None = None
         self._logged_at = 0.0
 
     def factory(self, inner: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
         return lambda: _Watched(self, inner())
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.clock = loop.time
+        self._sweeper = loop.call_later(SWEEP_S, self._sweep)
+
+    def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+    def _sweep(self) -> None:
+        now = self.clock()
+        for conn in [c for c in self.pending if c.deadline <= now]:
+            conn.expired()
+        self._sweeper = asyncio.get_running_loop().call_later(SWEEP_S, self._sweep)
 
     def over_cap(self, protocol: object) -> bool:
         """Whether a request on this connection is to be refused: it came in over the cap,
@@ -85,31 +111,31 @@ class ConnectionLimits:
             )
 
 
-def _body_of(head: bytes) -> tuple[int, bool]:
-    """(Content-Length, chunked) of a request head."""
-    lower = head.lower()
-    at = lower.find(b"\ncontent-length:")
-    length = 0
-    if at >= 0:
-        value = lower[at + 16 : lower.find(b"\r", at + 16) % (len(lower) + 1)].strip()
-        length = int(value) if value.isdigit() else 0
-    at = lower.find(b"\ntransfer-encoding:")
-    chunked = at >= 0 and b"chunked" in lower[at : lower.find(b"\n", at + 1) % (len(lower) + 1)]
-    return length, chunked
+# Whether a head may declare a body; one regex search is cheaper here than four `in` tests.
+_BODY_HINT = re.compile(rb"\r\n(?:content-length|transfer-encoding):", re.IGNORECASE)
+_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([0-9]+)", re.IGNORECASE)
+_CHUNKED = re.compile(rb"\r\ntransfer-encoding:[^\r]*chunked", re.IGNORECASE)
+
+
+def _body_of(head: bytes, start: int, end: int) -> tuple[int, bool]:
+    """(Content-Length, chunked) of the request head in `head[start:end]`."""
+    m = _LENGTH.search(head, start, end)
+    return (int(m.group(1)) if m else 0), _CHUNKED.search(head, start, end) is not None
 
 
 class _Watched(asyncio.Protocol):
-    """aiohttp's protocol for one socket, with the head and body clocks around it."""
+    """aiohttp's protocol for one socket, with the head and body deadlines around it."""
 
     def __init__(self, limits: ConnectionLimits, inner: Any) -> None:
         self._limits = limits
         self._inner = inner
         self._transport: asyncio.Transport | None = None
-        self._timer: asyncio.TimerHandle | None = None
         self._state = IDLE
+        self.deadline = 0.0
         self._buffer = b""  # the head so far, or the tail of a chunked body
         self._left = 0  # body bytes still to come
         self._closing = False  # closed by make_room, not yet gone
+        self._quiet = True  # nothing received yet
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         limits = self._limits
@@ -141,19 +167,30 @@ class _Watched(asyncio.Protocol):
         if self._closing:
             limits.evicting -= 1
         limits.silent.pop(self, None)
-        self._stop()
+        limits.pending.discard(self)
         inner, self._inner = self._inner, None
         if inner is not None:
-            self._limits.crowded.discard(inner)
+            limits.crowded.discard(inner)
             inner.connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._inner is None:
+        inner = self._inner
+        if inner is None:
             return
-        if self._state == HEAD and not self._buffer:
-            self._limits.silent.pop(self, None)  # it spoke: no longer evicted first
-        self._scan(data)
-        self._inner.data_received(data)
+        if self._quiet:  # its first bytes: no longer evicted first
+            self._quiet = False
+            self._limits.silent.pop(self, None)
+            self._stop()  # (a fresh request's clock starts in _scan)
+        # The common case, a whole bodiless head in one read between requests, needs no
+        # bookkeeping at all (a pixel, a click, a GET).
+        if not (
+            self._state == IDLE
+            and data.endswith(b"\r\n\r\n")
+            and data.find(b"\r\n\r\n") == len(data) - 4
+            and _BODY_HINT.search(data) is None
+        ):
+            self._scan(data)
+        inner.data_received(data)
 
     def eof_received(self) -> bool | None:
         return None if self._inner is None else self._inner.eof_received()
@@ -166,21 +203,20 @@ class _Watched(asyncio.Protocol):
         if self._inner is not None:
             self._inner.resume_writing()
 
-    # -- the clocks --------------------------------------------------------------------------
+    # -- the deadlines -----------------------------------------------------------------------
 
     def _start(self, state: int, seconds: float) -> None:
-        self._stop()
         self._state = state
-        self._timer = asyncio.get_running_loop().call_later(seconds, self._expired)
+        self.deadline = self._limits.clock() + seconds
+        self._limits.pending.add(self)
 
     def _stop(self) -> None:
         self._state = IDLE
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._limits.pending.discard(self)
 
-    def _expired(self) -> None:
-        self._timer = None
+    def expired(self) -> None:
+        """Past its deadline: 408 if a request had begun, and close."""
+        self._limits.pending.discard(self)
         transport = self._transport
         if transport is not None and not transport.is_closing():
             self._limits.timed_out += 1
@@ -197,14 +233,23 @@ class _Watched(asyncio.Protocol):
                 self._start(HEAD, self._limits.head_timeout_s)
                 self._buffer = b""
             elif state == HEAD:
-                buf = self._buffer + data[pos:]
-                at = buf.find(b"\r\n\r\n")
-                if at < 0:
-                    self._buffer = buf[-MAX_HEAD:]
-                    return
-                pos += at + 4 - len(self._buffer)
+                if self._buffer:  # a head split across reads: rare, so copying is fine
+                    seen = len(self._buffer)
+                    buf = self._buffer + data[pos:]
+                    at = buf.find(b"\r\n\r\n")
+                    if at < 0:
+                        self._buffer = buf[-MAX_HEAD:]
+                        return
+                    length, chunked = _body_of(buf, 0, at + 2)
+                    pos += at + 4 - seen
+                else:
+                    at = data.find(b"\r\n\r\n", pos)
+                    if at < 0:
+                        self._buffer = data[pos:][-MAX_HEAD:]
+                        return
+                    length, chunked = _body_of(data, pos, at + 2)
+                    pos = at + 4
                 self._buffer = b""
-                length, chunked = _body_of(buf[:at])
                 if chunked:
                     self._start(CHUNKED, self._limits.body_timeout_s)
                 elif length:
@@ -253,3 +298,8 @@ class ListenSite(web.BaseSite):
             backlog=self._backlog,
             reuse_address=True,
         )
+        self._limits.start()
+
+    async def stop(self) -> None:
+        self._limits.stop()
+        await super().stop()

@@ -8,12 +8,13 @@ import orjson
 from aiohttp import web
 
 from ..domain.links import LinkError, make_link, message_fields
-from ..domain.tokens import Signer, TokenError
+from ..domain.tokens import FIELDS, Signer, TokenError
 from .common import RUNTIME, JsonError, check_bearer, json_response
 
 MAX_LINKS = 10_000
 ONE_CLICK = "List-Unsubscribe=One-Click"
 MAX_HTML = 4 * 1024 * 1024
+REWRITE_KEYS = ("html", *(f for f in FIELDS if f != "url"))  # a rewrite makes its own urls
 
 
 async def _json_body(request: web.Request) -> object:
@@ -55,7 +56,7 @@ async def post_rewrite(request: web.Request) -> web.Response:
         )
     signer = request.app[RUNTIME].signer
     try:
-        fields = message_fields(body, 0)
+        fields = message_fields(body, 0, REWRITE_KEYS)
     except LinkError as exc:
         raise JsonError(400, "invalid links", errors=[exc.as_dict()]) from None
     fields.pop("url")

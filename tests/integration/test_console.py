@@ -223,7 +223,7 @@ async def test_pause_and_resume_forms_post_redirect_get(make_relay, receiver):
     assert "crm" in relay.runtime.paused
     assert row(page, "crm")["state"] == "paused"
     assert (await relay.post_events(bounce("p1"))).status == 202
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0.5)  # a window for a wrong send while paused (one takes ms)
     assert receiver.hits == []
     assert row((await console.get("/console/"))[1], "crm")["pending"] == "1"
 
@@ -406,7 +406,7 @@ async def test_overdue_unsubscribes_are_flagged(make_relay, receiver):
     console = Console(relay)
     _, page = await console.get("/console/")
     assert 'id="overdue"' not in page
-    await asyncio.sleep(1.2)
+    await asyncio.sleep(1.2)  # past the 1 s unsub_deadline: the event is overdue only now
 
     async def flagged() -> bool:  # the check runs in the background, at most every 0.1 s here
         return 'id="overdue"' in (await console.get("/console/"))[1]

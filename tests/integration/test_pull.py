@@ -72,7 +72,7 @@ async def test_lease_returns_bare_events_and_ack_removes_them(relay):
     assert first_ids | second_ids == {f"e{i}" for i in range(5)}
 
     # Acked events are gone for good, even after the lease time has passed.
-    await asyncio.sleep(0.6)
+    await asyncio.sleep(0.6)  # past the 500 ms lease, when an unacked event would return
     assert await pull(relay) == (200, {"batch_id": None, "events": []})
     stats = (await relay.store.stats()).destinations["feed"]
     assert (stats.pending, stats.leased, stats.delivered) == (0, 0, 5)

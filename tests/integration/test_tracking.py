@@ -471,6 +471,9 @@ async def test_links_single_and_batch_in_order_with_errors_naming_index_and_fiel
         ([one, {"kind": "open", "email": ["a@example.com"]}], 1, "email"),
         ([one, {**one, "sendid": "s" * 5000}], 1, "sendid"),
         ([one, "not an object"], 1, ""),
+        ([one, {**one, "email": 42}], 1, "email"),  # a number is not an email
+        ([{**one, "listid": 7}], 0, "listid"),  # an integer is not a string
+        ([one, {**one, "emial": "a@example.com"}], 1, "emial"),  # a typo is named
     ]
     for payload, index, field in errors:
         async with relay.http.post(
@@ -633,6 +636,19 @@ async def test_a_click_on_an_outlook_vml_button_is_recorded(start, receiver):
     [event] = await arrived(receiver, event_type="engine_click")
     assert event["click_url"] == f"{landing}/sale?from=outlook&x=1"
     assert {k: event[k] for k in MSG} == MSG
+
+
+async def test_rewrite_fields_are_exact(start):
+    relay = await start()
+    for body, field, message in [
+        ({"html": "<p>x</p>", "email": 42}, "email", "must be a string"),
+        ({"html": "<p>x</p>", **MSG, "sendid": 20110705}, "sendid", "must be a string"),
+        ({"html": "<p>x</p>", **MSG, "url": "https://x.example/"}, "url", "unknown key"),
+    ]:
+        async with relay.http.post(f"{relay.url}/v1/rewrite", json=body) as r:
+            assert r.status == 400, body
+            [error] = (await r.json())["errors"]
+        assert error["field"] == field and error["message"].startswith(message), error
 
 
 async def test_rewrite_needs_html_and_email_and_the_ingest_token(start):

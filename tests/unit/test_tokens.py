@@ -430,10 +430,16 @@ def test_a_token_signed_with_the_first_of_two_secrets_verifies_with_both_given()
         ("", False),
         ("https://", False),
         ("ftp://example.com/", False),
+        ("https://[::1/", False),  # urlsplit raises on it: not safe, not an error
     ],
 )
 def test_is_safe_url_edges(url, safe):
     assert is_safe_url(url) is safe
+
+
+def test_a_public_url_keeps_its_path_and_loses_only_a_trailing_slash():
+    s = Signer(["k"], "https://t.example.com/relayX/")
+    assert s.url("open", email="a@example.com").startswith("https://t.example.com/relayX/o/")
 
 
 def test_the_error_messages_say_what_is_allowed():

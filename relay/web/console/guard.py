@@ -4,7 +4,7 @@
   Bearer or Basic, or "loopback" when no tokens are set); the actor is kept for the audit
   trail.
 - An unsafe method (POST) must be same-origin, and the `Host` one of
-  `server.allowed_hosts`: that is `relay.guard`, the one browser-safety policy of the
+  `server.allowed_hosts`: that is `relay.web.guard`, the one browser-safety policy of the
   whole HTTP surface (its refusals reach this middleware and become HTML pages here).
 - `console.read_only` refuses every POST with 403 (the pages hide the forms).
 - Every console response (pages, static files, the SSE stream, errors) carries a strict
