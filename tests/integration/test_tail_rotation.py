@@ -94,7 +94,9 @@ async def test_tail_follows_across_rename_and_copytruncate(tmp_path, receiver):
         assert await next_id(tail) == "after-truncate"
         assert orjson.loads(log.read_bytes().splitlines()[0])["event_id"] == "after-truncate"
     finally:
-        tail.send_signal(signal.SIGINT)
+        # SIGTERM, not SIGINT: a suite started from a non-interactive shell in the background
+        # inherits SIGINT ignored, and so would `relay tail -f`, which then never stops
+        tail.terminate()
         await tail.wait()
         daemon.kill(signal.SIGTERM)
     rotated = b"".join(p.read_bytes() for p in sorted(tmp_path.glob("dispatch.log.*")))
