@@ -11,8 +11,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from relay.store.pg_base import SINGLETON_RENEW_S, SINGLETON_TTL_S
-from relay.store.postgres import PostgresStore
+from relay.store.postgres import SINGLETON_RENEW_S, SINGLETON_TTL_S, PostgresStore
 
 from .. import pg
 from ..helpers import DaemonProcess, free_port, wait_for

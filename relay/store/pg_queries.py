@@ -1,9 +1,12 @@
-"""The PostgreSQL backend's schema and its longer statements (`postgres.py` runs them)."""
+"""Every SQL statement of the PostgreSQL backend: the schema, and each statement
+`postgres.py` runs (the store and its helpers keep none of their own)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..models import State
-from .base import ATTEMPTS_KEPT
+from .base import ATTEMPTS_KEPT, AttemptFilter, ReplayFilter
 
 # Database time in the same unit as the interface (seconds since the epoch): node clocks
 # never decide when a lease runs out.
@@ -399,3 +402,195 @@ UPDATE deliveries SET state = {State.PENDING:d}, due_at = {NOW}, attempts = atte
     updated_at = {NOW}
 WHERE lease = ANY($1::bigint[]) AND state = {State.LEASED:d}
 """
+
+# -- schema and lifecycle -------------------------------------------------------------------
+
+MIGRATE_LOCK_SQL = "SELECT pg_advisory_xact_lock($1)"
+SCHEMA_TABLE = "CREATE TABLE IF NOT EXISTS relay_schema (version int NOT NULL)"
+SCHEMA_VERSION = "SELECT max(version) FROM relay_schema"
+SCHEMA_START = "INSERT INTO relay_schema (version) VALUES (0)"
+SCHEMA_SET = "UPDATE relay_schema SET version = $1"
+DURABLE = "SET LOCAL synchronous_commit = on"  # this transaction's commit waits for the disk
+# Readiness: a row in and out again, in one transaction.
+READY_IN = (
+    "INSERT INTO paused (destination, until) VALUES ('#readyz', 0)"
+    " ON CONFLICT (destination) DO NOTHING"
+)
+READY_OUT = "DELETE FROM paused WHERE destination = '#readyz'"
+
+# -- ingestion (with first flags: several statements in one transaction) ------------------
+
+WAKE_CHANNEL = "relay_wake"  # NOTIFY payload: destination names, one per line (see INGEST)
+NOTIFY = "SELECT pg_notify($1, $2)"
+PING = "SELECT 1"
+KNOWN_IDS = "SELECT id FROM events WHERE id = ANY($1::text[])"
+INSERT_EVENTS = (
+    "INSERT INTO events (id, event_type, received_at, routed, body)"
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::float8[], $4::int[], $5::bytea[])"
+    " ON CONFLICT (id) DO NOTHING RETURNING id, seq"
+)
+INSERT_DELIVERIES = (
+    "INSERT INTO deliveries (event_seq, destination, state, due_at, attempts,"
+    " created_at, updated_at)"
+    " SELECT s, d, 0, due, 0, c, c FROM unnest($1::bigint[], $2::text[], $3::float8[],"
+    " $4::float8[]) AS t(s, d, due, c)"
+)
+INSERT_COUNTS = (
+    "INSERT INTO counts (destination, state, n)"
+    " SELECT * FROM unnest($1::text[], $2::smallint[], $3::bigint[])"
+)
+INSERT_FIRSTS = (
+    f"INSERT INTO firsts (event_type, email, sendid, seen_at)"
+    f" SELECT t, e, s, {NOW} FROM unnest($1::text[], $2::text[], $3::text[]) AS k(t, e, s)"
+    " ON CONFLICT DO NOTHING RETURNING event_type, email, sendid"
+)
+
+# -- claims, leases, singletons ------------------------------------------------------------
+
+NEXT_BLOCK = "SELECT nextval('lease_blocks')"
+# $1 delivery ids, $2 their lease tokens.
+RELEASE = (
+    f"UPDATE deliveries d SET state = {State.PENDING:d}, due_at = {NOW}, attempts = d.attempts - 1,"
+    f" lease = NULL, updated_at = {NOW}"
+    " FROM unnest($1::bigint[], $2::bigint[]) AS c(id, lease)"
+    " WHERE d.id = c.id AND d.lease = c.lease"
+)
+# $1 node, $2 destinations whose leases stay.
+RELEASE_LEASES = (
+    f"UPDATE deliveries SET state = {State.PENDING:d}, due_at = {NOW}, lease = NULL"
+    f" WHERE state = {State.LEASED:d} AND node = $1 AND destination <> ALL($2::text[])"
+)
+DROP_SINGLETONS = "DELETE FROM singletons WHERE node = $1"
+
+# -- operator actions ----------------------------------------------------------------------
+
+# Filled in like REPLAY (see `replay_where`).
+REPLAY_DRY_RUN = (
+    "SELECT e.id FROM deliveries d JOIN events e ON e.seq = d.event_seq"
+    " WHERE {where} ORDER BY d.id"
+)
+AUDIT = (
+    "INSERT INTO audit (ts, actor, action, target, count, detail)"
+    " VALUES ($1, $2, $3, $4, $5, $6)"
+)
+PAUSE = (
+    "INSERT INTO paused (destination, until) VALUES ($1, $2)"
+    " ON CONFLICT (destination) DO UPDATE SET until = excluded.until"
+)
+RESUME = "DELETE FROM paused WHERE destination = $1"
+REQUEST_FLUSH = (
+    f"INSERT INTO flushes (destination, requested_at) VALUES ($1, {NOW})"
+    " ON CONFLICT (destination) DO UPDATE SET requested_at = excluded.requested_at"
+)
+# DELETE … RETURNING: each request is taken by exactly one node.
+TAKE_FLUSHES = "DELETE FROM flushes RETURNING destination"
+
+
+def replay_where(where: ReplayFilter) -> tuple[str, list[Any]]:
+    """The WHERE clause of REPLAY / REPLAY_DRY_RUN for `where`, and its parameters."""
+    clause, params = [f"d.state = {State.DEAD:d}"], []
+    if where.destination:
+        params.append(where.destination)
+        clause.append(f"d.destination = ${len(params)}")
+    if where.since is not None:
+        params.append(where.since)
+        clause.append(f"d.created_at >= ${len(params)}")
+    if where.until is not None:
+        params.append(where.until)
+        clause.append(f"d.created_at < ${len(params)}")
+    if where.ids:
+        params.append(list(where.ids))
+        clause.append(f"e.id = ANY(${len(params)}::text[])")
+    return " AND ".join(clause), params
+
+
+# -- reads ---------------------------------------------------------------------------------
+
+_ATTEMPT_COLUMNS = (
+    "delivery_id, event_id, event_type, destination, attempt, ts, outcome, status, ms, error,"
+    " response"
+)
+NEXT_DUE = (
+    f"SELECT min(due_at) FROM deliveries WHERE destination = $1 AND state < {State.DELIVERED:d}"
+)
+# `stats`, in one read-only transaction: the counter sums, leases in flight, and the oldest
+# live delivery of each destination with work waiting ($1).
+STATS_COUNTS = (
+    "SELECT destination, state, sum(n)::bigint FROM counts GROUP BY 1, 2"
+    " HAVING sum(n) <> 0"
+)
+STATS_LEASED = (
+    f"SELECT destination, count(*) FROM deliveries WHERE state = {State.LEASED:d} AND due_at > {NOW}"
+    " GROUP BY 1"
+)
+STATS_OLDEST = (
+    f"SELECT w, (SELECT created_at FROM deliveries WHERE destination = w AND state < {State.DELIVERED:d}"
+    f" AND (state = {State.PENDING:d} OR due_at <= {NOW}) ORDER BY created_at LIMIT 1)"
+    " FROM unnest($1::text[]) AS w"
+)
+# $1 after this delivery id, $2 destination or NULL, $3 limit, $4 since, $5 until.
+DEAD_LIST = (
+    "SELECT d.id, e.id, e.event_type, d.destination, d.attempts, d.last_error,"
+    " d.created_at, d.updated_at FROM deliveries d JOIN events e ON e.seq = d.event_seq"
+    f" WHERE d.state = {State.DEAD:d} AND d.id > $1 AND ($2::text IS NULL OR d.destination = $2)"
+    " AND ($4::float8 IS NULL OR d.created_at >= $4)"
+    " AND ($5::float8 IS NULL OR d.created_at < $5)"
+    " ORDER BY d.id LIMIT $3"
+)
+# One event's story: the event ($1 id), its deliveries live or delivered ($1 seq), and
+# their attempts ($1 delivery ids).
+EVENT = "SELECT seq, id, event_type, received_at, body FROM events WHERE id = $1"
+EVENT_DELIVERIES = (
+    "SELECT id, destination, state, due_at, attempts, last_error, updated_at"
+    " FROM deliveries WHERE event_seq = $1"
+    " UNION ALL SELECT delivery_id, destination, 2, done_at, attempts, NULL,"
+    " done_at FROM delivered WHERE event_seq = $1"
+)
+EVENT_ATTEMPTS = (
+    f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = ANY($1::bigint[])"
+    " ORDER BY ts"
+)
+# $1 destination, $2 since.
+ATTEMPT_MINUTES = (
+    "SELECT floor(ts / 60)::bigint, outcome = 'delivered', count(*) FROM attempts"
+    " WHERE destination = $1 AND ts >= $2 GROUP BY 1, 2"
+)
+# $1 created before, $2 event types.
+OLDEST_PENDING = (
+    "SELECT d.destination, count(*), min(d.created_at) FROM deliveries d"
+    " JOIN events e ON e.seq = d.event_seq"
+    f" WHERE d.state < {State.DELIVERED:d} AND d.created_at < $1 AND e.event_type = ANY($2::text[])"
+    " GROUP BY 1"
+)
+AUDIT_LOG = "SELECT ts, actor, action, target, count, detail FROM audit ORDER BY id DESC LIMIT $1"
+PAUSED = "SELECT destination, until FROM paused"
+
+
+def attempts_query(where: AttemptFilter, limit: int) -> tuple[str, list[Any]]:
+    """The attempt history matching `where`, newest first, and its parameters."""
+    clause, params = ["true"], []
+
+    def param(value: Any) -> str:
+        params.append(value)
+        return f"${len(params)}"
+
+    if where.destination is not None:
+        clause.append(f"destination = {param(where.destination)}")
+    if where.outcome == "failed":
+        clause.append("outcome <> 'delivered'")
+    elif where.outcome is not None:
+        clause.append(f"outcome = {param(where.outcome)}")
+    if where.event_type is not None:
+        clause.append(f"event_type = {param(where.event_type)}")
+    if where.since is not None:
+        clause.append(f"ts >= {param(where.since)}")
+    if where.until is not None:
+        clause.append(f"ts < {param(where.until)}")
+    if where.before is not None:
+        ts, delivery_id, _ = where.before
+        clause.append(f"(ts, delivery_id) < ({param(ts)}::float8, {param(delivery_id)})")
+    sql = (
+        f"SELECT {_ATTEMPT_COLUMNS} FROM attempts WHERE {' AND '.join(clause)}"
+        f" ORDER BY ts DESC, delivery_id DESC LIMIT {param(limit)}"
+    )
+    return sql, params
