@@ -10,7 +10,7 @@ from .. import soap
 from ..metrics import count_requests
 from ..runtime import Runtime
 from . import admin_api, console, guard, ingest, links, pull, tracking
-from .common import INTAKE, RUNTIME, errors_as_json, json_response, known_query
+from .common import INTAKE, RUNTIME, errors_as_json, json_response
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -41,7 +41,7 @@ async def openapi(request: web.Request) -> web.Response:
 def create_app(runtime: Runtime) -> web.Application:
     app = web.Application(
         # Counting outermost: it sees the status errors_as_json turned an exception into.
-        middlewares=[count_requests(runtime.metrics), errors_as_json, known_query],
+        middlewares=[count_requests(runtime.metrics), errors_as_json],
         client_max_size=runtime.config.ingest.max_body_bytes,
     )
     app[RUNTIME] = runtime
@@ -58,6 +58,7 @@ def create_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     soap.add_routes(app)  # Pure360's SOAP pull (/soap/pull)
-    console.add_routes(app)
-    guard.install(app, runtime.config)  # innermost: after the console's auth, before every handler
+    # The guard runs innermost, inside the console's middleware: after the console's auth,
+    # before every handler.
+    console.add_routes(app, guard.install(app, runtime).check)
     return app

@@ -93,26 +93,27 @@ QUERY_PARAMS: dict[tuple[str, str], tuple[str, ...]] = {
 }  # fmt: skip
 
 
-@web.middleware
-async def known_query(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Refuse a query parameter the route does not take, naming it."""
-    if request.query_string:
-        route = request.match_info.route
-        method = "GET" if request.method == "HEAD" else request.method
-        key = (method, route.resource.canonical if route.resource is not None else "")
-        allowed = QUERY_PARAMS.get(key)
-        if allowed is not None:
-            for name in request.query:
-                if name not in allowed:
-                    legal = ", ".join(allowed) or "none"
-                    raise JsonError(
-                        400, f"{name}: unknown query parameter (allowed: {legal})", field=name
-                    )
-    return await handler(request)
+def known_query(request: web.BaseRequest) -> None:
+    """Refuse a query parameter the route does not take, naming it (a 400)."""
+    route = request.match_info.route
+    method = "GET" if request.method == "HEAD" else request.method
+    key = (method, route.resource.canonical if route.resource is not None else "")
+    allowed = QUERY_PARAMS.get(key)
+    if allowed is not None:
+        for name in request.query:
+            if name not in allowed:
+                legal = ", ".join(allowed) or "none"
+                raise JsonError(
+                    400, f"{name}: unknown query parameter (allowed: {legal})", field=name
+                )
 
 
 @web.middleware
 async def errors_as_json(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every error as JSON; and `known_query` first (here, not as a middleware of its own:
+    one layer less per request, and its 400 passes through unchanged either way)."""
+    if request.query_string:
+        known_query(request)
     try:
         return await handler(request)
     except JsonError:

@@ -27,12 +27,12 @@ split, a header lookup or two and a frozenset membership: this runs on the hot p
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from aiohttp import web
 
 from ..config import Config, PullDestination
-from .common import RUNTIME, JsonError
+from ..runtime import Runtime
+from .common import JsonError
 from .limits import ConnectionLimits
 
 TRACKING, HEALTH, CONSOLE, ADMIN, API = "tracking", "health", "console", "admin", "api"
@@ -208,33 +208,49 @@ def refusal(request: web.BaseRequest, policy: Policy) -> JsonError | None:
     return None
 
 
-POLICY = web.AppKey("guard_policy", list)
 LIMITS = web.AppKey("connection_limits", ConnectionLimits)
 CROWDED = {"Connection": "close", "Retry-After": "1"}
 
 
-@web.middleware
-async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Apply `refusal` before any handler; the policy follows a reloaded config."""
-    config = request.app[RUNTIME].config
-    cached = request.app[POLICY]
-    if cached[0] is not config:
-        cached[:] = [config, Policy.of(config)]
-    refused = refusal(request, cached[1])
-    if refused is not None:
-        raise refused
-    limits = request.app[LIMITS]
-    if limits.crowded and limits.over_cap(request.protocol) and route_class(request.path) != HEALTH:
-        raise JsonError(503, "too many open connections (server.max_connections)", CROWDED)
-    return await handler(request)
+class Guard:
+    """`refusal` and the connection cap, checked before every handler.
+
+    Not a middleware of its own: the console's middleware calls `check` just before its
+    handler (so a console refusal becomes an HTML page, as before), which spares every
+    request one middleware layer. It holds the runtime and limits itself rather than
+    looking them up in the app per request; the policy follows a reloaded config.
+    """
+
+    def __init__(self, runtime: Runtime, limits: ConnectionLimits) -> None:
+        self._runtime = runtime
+        self.limits = limits
+        self._config: Config | None = None
+        self._policy: Policy | None = None
+
+    def check(self, request: web.BaseRequest) -> None:
+        """Raise the `JsonError` this request gets instead of its handler's answer, if any."""
+        config = self._runtime.config
+        policy = self._policy
+        if config is not self._config or policy is None:
+            policy = self._policy = Policy.of(config)
+            self._config = config
+        refused = refusal(request, policy)
+        if refused is not None:
+            raise refused
+        limits = self.limits
+        if (
+            limits.crowded
+            and limits.over_cap(request.protocol)
+            and route_class(request.path) != HEALTH
+        ):
+            raise JsonError(503, "too many open connections (server.max_connections)", CROWDED)
 
 
-def install(app: web.Application, config: Config) -> None:
-    """Add the guard as the innermost middleware (after the console's auth and HTML errors),
-    and the connection limits the listening site shares with it."""
-    server = config.server
-    app[POLICY] = [None, None]
-    app[LIMITS] = ConnectionLimits(
+def install(app: web.Application, runtime: Runtime) -> Guard:
+    """The guard and the connection limits the listening site shares with it (`LIMITS`);
+    the caller hands `Guard.check` to the console's middleware, which runs it innermost."""
+    server = runtime.config.server
+    limits = app[LIMITS] = ConnectionLimits(
         server.head_timeout_s, server.body_timeout_s, server.max_connections
     )
-    app.middlewares.append(guard)
+    return Guard(runtime, limits)

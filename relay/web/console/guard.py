@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp_jinja2
@@ -66,16 +67,32 @@ def error_page(
     return response
 
 
-@web.middleware
-async def console_guard(request: web.Request, handler: Any) -> web.StreamResponse:
-    if not is_console(request):
-        return await handler(request)
+Check = Callable[[web.BaseRequest], None]
+
+
+def console_guard(check: Check) -> Any:
+    """The console's middleware, which also runs `check` (`relay.web.guard`) for every
+    request just before its handler: one middleware layer for both, and under /console
+    the check's refusals become HTML pages like every console error."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+        if not is_console(request):
+            check(request)
+            return await handler(request)
+        return await _console(request, handler, check)
+
+    return middleware
+
+
+async def _console(request: web.Request, handler: Any, check: Check) -> web.StreamResponse:
     from ..auth import console_actor
 
     try:
         request[ACTOR] = console_actor(request)
         if request.method not in SAFE_METHODS and request.app[RUNTIME].config.console.read_only:
             return error_page(request, 403, "The console is read-only (console.read_only).")
+        check(request)
         return await handler(request)
     except JsonError as exc:
         try:

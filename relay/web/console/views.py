@@ -30,7 +30,7 @@ from ...models import Claimed
 from ...store import AttemptFilter
 from ..common import RUNTIME
 from . import live
-from .guard import ACTOR, JINJA, console_guard, render, security_headers
+from .guard import ACTOR, JINJA, Check, console_guard, render, security_headers
 from .render import FILTERS
 
 log = logging.getLogger("relay.console")
@@ -468,8 +468,9 @@ async def replay(request: web.Request) -> web.Response:
 # -- wiring ------------------------------------------------------------------------------------
 
 
-def add_routes(app: web.Application) -> None:
-    """Pages, actions, static files, the live tail and the security middleware."""
+def add_routes(app: web.Application, check: Check) -> None:
+    """Pages, actions, static files, the live tail and the security middleware (which
+    runs `check`, the whole surface's guard, innermost: see `console_guard`)."""
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -479,7 +480,7 @@ def add_routes(app: web.Application) -> None:
         default_helpers=False,
         undefined=jinja2.StrictUndefined,
     )
-    app.middlewares.append(console_guard)
+    app.middlewares.append(console_guard(check))
     app.on_response_prepare.append(security_headers)
     app[FLASHES] = Flashes()
     app[OVERDUE] = OverdueCache()
