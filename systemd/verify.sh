@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Check systemd/relay.service with `systemd-analyze verify` (run by .ci/run before pytest).
+# Check systemd/relay.service with `systemd-analyze verify` (run by .ci/run after the tests, in their venv).
 #
 # verify exits 0 even on an unknown or misspelt directive (it only warns), so any output
 # at all is a failure here. It also insists that ExecStart's binary exists: when
@@ -15,7 +15,10 @@ fi
 
 target=/usr/local/bin/relay
 if [ ! -e "$target" ]; then
-    relay_bin=$(command -v relay)
+    relay_bin=$(command -v relay) || {
+        echo "systemd/verify.sh: no relay command on PATH (activate the venv first)" >&2
+        exit 1
+    }
     ln -sfn "$relay_bin" "$target"
     trap 'rm -f "$target"' EXIT
 fi

@@ -24,6 +24,11 @@ from .. import pg
 from ..helpers import DaemonProcess, free_port, wait_for
 
 CONCURRENCY = 16
+# Two daemons, a PostgreSQL and 20,000 events share two cores with the test itself: the waits
+# below bound correctness (everything arrives, once), not speed, so they leave room for a busy
+# machine (seen: 17 s alone, 49 s with another suite running beside it).
+DELIVERED_WITHIN_S = 120
+pytestmark = pytest.mark.timeout(240)
 
 
 class Nodes:
@@ -107,7 +112,7 @@ async def test_20000_events_through_two_nodes_are_each_delivered_once(nodes, rec
     await asyncio.gather(*(c.run(stop, limit=5000) for c in clients))
     acked = set().union(*(c.acked for c in clients))
     assert len(acked) == 20_000
-    seen = await _all_delivered(receiver, acked, 45)
+    seen = await _all_delivered(receiver, acked, DELIVERED_WITHIN_S)
     doubles = [k for k, n in seen.items() if n > 1]
     assert not doubles, f"{len(doubles)} events delivered twice in a normal run"
     assert set(seen) == acked
@@ -130,7 +135,7 @@ async def test_kill_9_of_one_node_loses_nothing(nodes, receiver):
         stop.set()
         await asyncio.gather(*running)
     acked = clients[0].acked | clients[1].acked
-    seen = await _all_delivered(receiver, acked, 45)
+    seen = await _all_delivered(receiver, acked, DELIVERED_WITHIN_S)
     doubles = sum(n - 1 for n in seen.values() if n > 1)
     # Only what the killed node had sent and not yet acked can go out twice: a send in each
     # of its slots, plus sends already answered whose ack waited for the next flush (a slot
@@ -164,7 +169,7 @@ async def test_database_outage_answers_503_then_recovers_with_nothing_lost(
         stop.set()
         await asyncio.gather(*running)
     acked = clients[0].acked | clients[1].acked
-    await _all_delivered(receiver, acked, 45)
+    await _all_delivered(receiver, acked, DELIVERED_WITHIN_S)
     async with aiohttp.ClientSession() as http:
         for d in nodes.daemons:
             async with http.get(f"{d.url}/readyz") as r:

@@ -67,7 +67,7 @@ async def _upload(relay, root, n: int = 3) -> list[str]:
     relay.runtime.dispatchers["drop"].flush()
     # Only the final name: the temporary `.part` file appears first, empty.
     await wait_for(
-        lambda: [p for p in root.iterdir() if not p.name.endswith(".part")], 8, "the uploaded file"
+        lambda: [p for p in root.iterdir() if not p.name.endswith(".part")], 30, "the uploaded file"
     )
     (path,) = root.iterdir()
     return [orjson.loads(line)["id"] for line in path.read_bytes().splitlines()]
