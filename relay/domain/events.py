@@ -166,10 +166,11 @@ def validate(index: int, item: object, received_at: float, problems: list[Proble
         elif key == "headers":
             _check_headers(index, value, problems)
         elif (kind := FIELD_TYPES.get(key)) is not None and value is not None:
-            if not _has_type(value, kind):
+            if kind is _STRING and isinstance(value, str):  # the common case: no call
+                if len(value) > MAX_STRING:
+                    problems.append(Problem(index, key, f"longer than {MAX_STRING} characters"))
+            elif not _has_type(value, kind):
                 problems.append(Problem(index, key, f"must be {kind}"))
-            elif kind is _STRING and len(value) > MAX_STRING:
-                problems.append(Problem(index, key, f"longer than {MAX_STRING} characters"))
         else:
             _check_scalar(index, key, value, problems)
     event_id = item.get("id")

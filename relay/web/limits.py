@@ -16,8 +16,9 @@ accepted socket's protocol is wrapped in `_Watched`, which sees the bytes go by:
   `/healthz` and `/readyz`, so a monitor sees a live process); past the cap plus `RESERVE`
   they are closed at once. One log line per crowded spell (at most one per 10 s).
 
-The bookkeeping per request is a `bytes.find`, two regex searches of its head and a set
-add and discard; one sweep every 250 ms closes the late connections.
+The bookkeeping per request is a `bytes.find` and two regex searches of its head; a
+request that is not whole in one read also puts its connection in a set until it is
+(the deadline). One sweep every 250 ms closes the late connections.
 """
 
 from __future__ import annotations
@@ -229,8 +230,9 @@ class _Watched(asyncio.Protocol):
         pos, end = 0, len(data)
         while pos < end:
             state = self._state
-            if state == IDLE:  # the first byte of the next request starts its clock
-                self._start(HEAD, self._limits.head_timeout_s)
+            if state == IDLE:  # the first byte of the next request starts its clock, which
+                # is only registered if the head is not whole in this read (below)
+                self._state = HEAD
                 self._buffer = b""
             elif state == HEAD:
                 if self._buffer:  # a head split across reads: rare, so copying is fine
@@ -244,7 +246,8 @@ class _Watched(asyncio.Protocol):
                     pos += at + 4 - seen
                 else:
                     at = data.find(b"\r\n\r\n", pos)
-                    if at < 0:
+                    if at < 0:  # (an empty buffer: this read began the request)
+                        self._start(HEAD, self._limits.head_timeout_s)
                         self._buffer = data[pos:][-MAX_HEAD:]
                         return
                     length, chunked = _body_of(data, pos, at + 2)
@@ -252,10 +255,11 @@ class _Watched(asyncio.Protocol):
                 self._buffer = b""
                 if chunked:
                     self._start(CHUNKED, self._limits.body_timeout_s)
-                elif length:
+                elif length > end - pos:  # the body is still on its way: its clock starts
                     self._start(BODY, self._limits.body_timeout_s)
                     self._left = length
-                else:
+                else:  # no body, or all of it in this read (a small POST): nothing to time
+                    pos += length
                     self._stop()
             elif state == BODY:
                 take = min(self._left, end - pos)
