@@ -1,4 +1,4 @@
-"""Cluster-wide singletons (issue 8 §7): with two nodes on one PostgreSQL, exactly one builds
+"""Cluster-wide singletons: with two nodes on one PostgreSQL, exactly one builds
 each digest of a period and runs retention; another takes over when the holder goes."""
 
 from __future__ import annotations
@@ -9,8 +9,11 @@ import time
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 import orjson
+import pytest
 
+from relay.daemon import PURGE_EVERY_S
 from relay.store.postgres import SINGLETON_RENEW_S, SINGLETON_TTL_S, PostgresStore
 
 from .. import pg
@@ -29,10 +32,11 @@ class SlowMailbox(Mailbox):
         return await super().handle_DATA(server, session, envelope)
 
 
-def node_toml(dsn: str, smtp_port: int) -> str:
+def node_toml(dsn: str, smtp_port: int, retention: str = "7d") -> str:
     return (
         '[server]\nlisten = "127.0.0.1:0"\n'
         f'[storage]\nbackend = "postgres"\ndsn = "{dsn}"\npool_size = 4\n'
+        f'retention = "{retention}"\n'
         '[log]\ndispatch = "dispatch.log"\n'
         f'[destinations.mail]\ntype = "email"\nhost = "127.0.0.1"\nport = {smtp_port}\n'
         'from = "relay@example.com"\nto = ["ops@example.com"]\ntimeout = "5s"\n'
@@ -150,15 +154,7 @@ async def test_a_node_takes_over_the_digest_when_its_holder_is_killed(tmp_path):
     box = Mailbox()
     dsn = pg.fresh_schema_dsn()
     with smtp_server(box) as smtp_port:
-        daemons = []
-        for n in (1, 2):
-            where = tmp_path / f"n{n}"
-            where.mkdir()
-            port = free_port()
-            toml = node_toml(dsn, smtp_port).replace("127.0.0.1:0", f"127.0.0.1:{port}")
-            (where / "relay.toml").write_text(toml)
-            daemons.append(DaemonProcess(where / "relay.toml", port))
-        one, two = daemons
+        one, two = daemons = two_nodes(tmp_path, node_toml(dsn, smtp_port))
         try:
             await one.start(env={"RELAY_NODE": "node-1"})
             assert await post(one.url, events("first", 3)) == 202
@@ -175,14 +171,88 @@ async def test_a_node_takes_over_the_digest_when_its_holder_is_killed(tmp_path):
             # node-1 renewed its row at most SINGLETON_RENEW_S before it died.
             assert time.monotonic() - killed >= SINGLETON_TTL_S - SINGLETON_RENEW_S - 1
         finally:
-            for d in daemons:
-                if d.proc is not None and d.proc.poll() is None:
-                    d.kill(signal.SIGTERM)
+            stop(daemons)
     assert sorted(e["id"] for m in box.messages for e in attached_events(m)) == sorted(
         e["id"] for e in events("first", 3) + events("after", 3)
     )
     second = (tmp_path / "n2" / "dispatch.log").read_text()
     assert second.count('"delivered"') == 3 and "after-0" in second
+
+
+@pytest.mark.timeout(120)
+async def test_a_node_takes_over_retention_when_its_holder_is_killed(tmp_path):
+    """kill -9 of the node that runs retention: its lease row stays behind, unrenewed. The
+    other node purges the delivered rows past retention once the row has run out, not before."""
+    box = Mailbox()
+    dsn = pg.fresh_schema_dsn()
+    db = await asyncpg.connect(dsn)
+
+    async def holder() -> str | None:
+        return await db.fetchval("SELECT node FROM singletons WHERE name = 'retention'")
+
+    async def rows() -> tuple[int, int]:
+        """Events, and delivered deliveries (moved out of `deliveries` once delivered)."""
+        return (
+            await db.fetchval("SELECT count(*) FROM events"),
+            await db.fetchval("SELECT count(*) FROM delivered"),
+        )
+
+    try:
+        with smtp_server(box) as smtp_port:
+            one, two = daemons = two_nodes(tmp_path, node_toml(dsn, smtp_port, "1s"))
+            try:
+                await one.start(env={"RELAY_NODE": "node-1"})
+
+                async def one_leads() -> bool:
+                    return await holder() == "node-1"
+
+                await wait_for(one_leads, 10, "node-1 to take the retention lease")
+                # node-1 purged on taking the lease; its next purge is PURGE_EVERY_S away.
+                assert PURGE_EVERY_S > SINGLETON_TTL_S + 60
+                assert await post(one.url, events("old", 3)) == 202
+                await wait_for(lambda: delivered_lines(tmp_path) == 3, PERIOD_S + 8, "the digest")
+                assert await rows() == (3, 3)
+                await two.start(env={"RELAY_NODE": "node-2"})
+                assert one.kill(signal.SIGKILL) == -signal.SIGKILL
+                killed = time.monotonic()
+
+                async def purged() -> bool:
+                    return await rows() == (0, 0)
+
+                await wait_for(
+                    purged,
+                    SINGLETON_TTL_S + 15,
+                    "node-2 to purge the delivered rows after the holder's lease ran out",
+                )
+                # node-2 asks for the lease every second: it purged as soon as the row of
+                # node-1 (renewed at most SINGLETON_RENEW_S before it died) had run out.
+                assert time.monotonic() - killed >= SINGLETON_TTL_S - SINGLETON_RENEW_S - 1
+                assert await holder() == "node-2"
+            finally:
+                stop(daemons)
+    finally:
+        await db.close()
+    assert "purged rows=" in (tmp_path / "n2" / "daemon.stderr").read_text()
+    assert "purged rows=" not in (tmp_path / "n1" / "daemon.stderr").read_text()
+
+
+def two_nodes(tmp_path: Path, toml: str) -> list[DaemonProcess]:
+    """Two `relay serve` processes of one config (in n1/ and n2/), each on a port of its own."""
+    daemons = []
+    for n in (1, 2):
+        where = tmp_path / f"n{n}"
+        where.mkdir()
+        port = free_port()
+        (where / "relay.toml").write_text(toml.replace("127.0.0.1:0", f"127.0.0.1:{port}"))
+        daemons.append(DaemonProcess(where / "relay.toml", port))
+    return daemons
+
+
+def stop(daemons: list[DaemonProcess]) -> None:
+    """SIGTERM whichever node a test left running (a failed assertion must not leak one)."""
+    for d in daemons:
+        if d.proc is not None and d.proc.poll() is None:
+            d.kill(signal.SIGTERM)
 
 
 async def post(url: str, body: object) -> int:
