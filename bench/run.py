@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -112,6 +113,18 @@ async def bench_ingest(batch: int, clients: int, seconds: float) -> dict:
     }
 
 
+async def start_receiver(
+    hook: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> tuple[web.AppRunner, str]:
+    """A webhook receiver on a free loopback port: its runner (to clean up) and its URL."""
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+
+
 async def bench_deliver(events: int, batch_size: int, concurrency: int) -> dict:
     received = 0
     done = asyncio.Event()
@@ -124,13 +137,7 @@ async def bench_deliver(events: int, batch_size: int, concurrency: int) -> dict:
             done.set()
         return web.Response(text="ok")
 
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    hook_url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+    runner, hook_url = await start_receiver(hook)
     with tempfile.TemporaryDirectory() as tmp:
         extra = (
             f'[destinations.crm]\ntype = "http"\nurl = "{hook_url}"\nbatch_size = {batch_size}\n'

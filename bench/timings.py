@@ -23,7 +23,7 @@ from aiohttp import web
 
 from relay.domain.rewrite import rewrite
 
-from .run import Daemon
+from .run import Daemon, start_receiver
 
 PATTERNS = ["<a ", "<!--", "<a href='", "</", "&#z;", "<![ ", "<?", "<!x"]
 PREFIXES = tuple(f"https://r.example/{k}/" for k in "couhs")
@@ -44,13 +44,7 @@ async def bench_tail() -> dict[str, float]:
     async def hook(request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+    runner, url = await start_receiver(hook)
     toml = (
         f'[destinations.crm]\ntype = "http"\nurl = "{url}"\n'
         '[[routes]]\nevents = ["*"]\ndestinations = ["crm"]\n'
