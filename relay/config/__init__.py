@@ -31,12 +31,12 @@ from .destinations import (
     parse_sftp,
 )
 from .reader import ConfigError, Table, is_loopback, parse_duration, parse_listen
+from .schema import DESTINATION_TYPES
 
 __all__ = ["Config", "ConfigError", "find_config", "load", "node_name"]
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 SEARCH_PATH = ("relay.toml", "/etc/relay/relay.toml")
-DESTINATION_TYPES = ("http", "email", "ftp", "sftp", "pull")
 MAX_PULL_BATCH = 10_000
 
 

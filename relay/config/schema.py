@@ -37,6 +37,16 @@ class Section:
     destination_type: str = ""  # for destination sections: the `type` they apply to
 
 
+DESTINATION_TYPES = ("http", "email", "ftp", "sftp", "pull")
+
+
+def type_key(example: str) -> Key:
+    """`type`, the key every destination section starts with (the parser reads the same tuple)."""
+    return Key(
+        "type", "string", None, "the destination type", example, DESTINATION_TYPES, "required"
+    )
+
+
 DURATION = "duration"
 SECRET = "secret"
 RETRY = (
@@ -380,15 +390,7 @@ SECTIONS: tuple[Section, ...] = (
         '[destinations.NAME] type = "http"',
         "A webhook: each event (or a batch of them) sent as an HTTP request. A `2xx` is success; `Retry-After` on 429/503 is honoured.",
         (
-            Key(
-                "type",
-                "string",
-                None,
-                "the destination type",
-                '"http"',
-                ("http", "email", "ftp", "sftp", "pull"),
-                computed="required",
-            ),
+            type_key('"http"'),
             Key(
                 "url",
                 "string",
@@ -484,15 +486,7 @@ SECTIONS: tuple[Section, ...] = (
         '[destinations.NAME] type = "pull"',
         "The pull API: a client leases batches with `GET /v1/pull/NAME` and acknowledges them.",
         (
-            Key(
-                "type",
-                "string",
-                None,
-                "the destination type",
-                '"pull"',
-                ("http", "email", "ftp", "sftp", "pull"),
-                computed="required",
-            ),
+            type_key('"pull"'),
             Key(
                 "tokens",
                 "list of secrets",
@@ -526,15 +520,7 @@ SECTIONS: tuple[Section, ...] = (
         '[destinations.NAME] type = "email"',
         "Events by email: a digest a period, the events attached as JSON lines. See [Send events by email, FTP or SFTP](../how-to/email-ftp-sftp.md).",
         (
-            Key(
-                "type",
-                "string",
-                None,
-                "the destination type",
-                '"email"',
-                ("http", "email", "ftp", "sftp", "pull"),
-                computed="required",
-            ),
+            type_key('"email"'),
             Key("host", "string", None, "the SMTP server (required)", '"smtp.example.com"'),
             Key(
                 "port",
@@ -630,15 +616,7 @@ SECTIONS: tuple[Section, ...] = (
         '[destinations.NAME] type = "ftp"',
         "A log file a period on an FTP or FTPS server, uploaded under a temporary name and renamed.",
         (
-            Key(
-                "type",
-                "string",
-                None,
-                "the destination type",
-                '"ftp"',
-                ("http", "email", "ftp", "sftp", "pull"),
-                computed="required",
-            ),
+            type_key('"ftp"'),
             Key("port", "integer 1–65535", "21", "", "2121"),
             Key("username", "string", '"anonymous"', "", '"relay"'),
             Key("password", SECRET, '"anon@"', "", '"env:FTP_PASSWORD"'),
@@ -674,15 +652,7 @@ SECTIONS: tuple[Section, ...] = (
         '[destinations.NAME] type = "sftp"',
         "A log file a period on an SSH server, uploaded under a temporary name and renamed. Host keys are never accepted blindly.",
         (
-            Key(
-                "type",
-                "string",
-                None,
-                "the destination type",
-                '"sftp"',
-                ("http", "email", "ftp", "sftp", "pull"),
-                computed="required",
-            ),
+            type_key('"sftp"'),
             Key("port", "integer 1–65535", "22", "", "2222"),
             Key("username", "string", None, "the SSH user (required)", '"relay"'),
             Key(
