@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
-# Mutation testing (mutmut) of the pure modules against their fast unit tests, as evidence that
-# the tests would notice a change in behaviour. Not part of the suite, and mutmut is not a
-# dependency: this script installs it in a throwaway venv beside a copy of the committed tree.
+# Mutation testing (mutmut) as evidence that the tests would notice a change in behaviour.
+# Not part of the suite, and mutmut is not a dependency: this script installs it in a
+# throwaway venv beside a copy of the committed tree.
 #
-# Usage: tools/mutation.sh [WORKDIR]        (WORKDIR defaults to a new /tmp/relay-mutation.*)
+# Usage: tools/mutation.sh [pure|store] [WORKDIR]   (WORKDIR defaults to a new /tmp/relay-mutation.*)
+#   pure  (default) the pure modules (backoff, circuit, routing, tokens) against their unit tests,
+#         one process per core.
+#   store the queue: relay/store/sqlite.py and relay/store/postgres.py against the store contract
+#         suite, which runs every test on both backends (a real SQLite file, a real PostgreSQL).
+#         Uses RELAY_TEST_PG_DSN, or starts a throwaway cluster in WORKDIR/pg for the run.
+#         One process: the tests share that server, and the run must not crowd the machine.
+#         pg_queries.py is not mutated: its SQL is module-level text (mutmut mutates inside
+#         functions only), and a mangled string only shows that the statement breaks.
 # Prints mutmut's summary; `cd WORKDIR/src && ../venv/bin/mutmut results` lists the survivors
-# and `../venv/bin/mutmut show NAME` shows one. Runs at nice 19 on one process per core.
+# and `../venv/bin/mutmut show NAME` shows one. Runs at nice 19.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
+target=pure
+case "${1:-}" in pure | store) target=$1; shift ;; esac
 work=${1:-$(mktemp -d /tmp/relay-mutation.XXXXXX)}
 mkdir -p "$work/src"
 git -C "$repo" archive HEAD | tar -x -C "$work/src"
@@ -17,7 +27,9 @@ if [ ! -x "$work/venv/bin/mutmut" ]; then
     "$work/venv/bin/pip" install -q "mutmut>=3.3,<4"
 fi
 # Which modules, and the tests that must catch their mutants.
-cat >"$work/src/setup.cfg" <<'CFG'
+if [ "$target" = pure ]; then
+    children=$(nproc)
+    cat >"$work/src/setup.cfg" <<'CFG'
 [mutmut]
 source_paths = relay/
 only_mutate =
@@ -36,7 +48,33 @@ pytest_add_cli_args =
     -x
     -q
 CFG
+else
+    children=1
+    if [ -z "${RELAY_TEST_PG_DSN:-}" ]; then
+        mkdir -p "$work/pg"
+        RELAY_TEST_PG_DSN=$(bash "$repo/.ci/postgres.sh" "$work/pg" | tail -n 1)
+        export RELAY_TEST_PG_DSN
+        bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+        as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+        trap 'as_pg "$bin/pg_ctl" -D "$work/pg/data" -m immediate stop >/dev/null || true' EXIT
+    fi
+    cat >"$work/src/setup.cfg" <<'CFG'
+[mutmut]
+source_paths = relay/
+only_mutate =
+    relay/store/sqlite.py
+    relay/store/postgres.py
+pytest_add_cli_args_test_selection =
+    tests/integration/test_store.py
+    tests/integration/test_store_history.py
+pytest_add_cli_args =
+    -p
+    no:cacheprovider
+    -x
+    -q
+CFG
+fi
 cd "$work/src"
-nice -n 19 "$work/venv/bin/mutmut" run --max-children "$(nproc)"
+nice -n 19 "$work/venv/bin/mutmut" run --max-children "$children"
 "$work/venv/bin/mutmut" results || true
 echo "workdir: $work"
