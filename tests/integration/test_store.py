@@ -17,7 +17,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from relay.models import Claimed, NewEvent
+from relay.models import Claimed, NewEvent, State
 from relay.store import ReplayFilter, StorageUnavailable, Store
 from relay.store.postgres import PostgresStore
 from relay.store.sqlite import SqliteStore
@@ -277,6 +277,16 @@ async def test_retry_makes_pending_again_at_the_given_time(store):
     assert await store.next_due("a") == pytest.approx(now + 60, abs=0.01)
 
 
+async def test_retry_keeps_the_error_for_the_console(store):
+    await store.append([ev("a", id="re1")])
+    [c] = await store.claim("a", 1, 60)
+    await store.retry([(c, time.time() + 60)], "HTTP 503: busy")
+    detail = await store.event("re1")
+    assert detail is not None
+    [d] = detail.deliveries
+    assert (d.state, d.attempts, d.last_error) == (State.PENDING, 1, "HTTP 503: busy")
+
+
 async def test_dead_shows_in_dead_list_with_attempts_and_error(store):
     await store.append([ev("a", id="d1", event_type="scomp")])
     [c] = await store.claim("a", 1, 60)
@@ -405,6 +415,17 @@ async def test_release_leases_frees_all_but_kept_destinations(store):
     # The pull lease kept its expiry: not claimable, and its client can still ack it.
     assert await store.claim("feed", 10, 60) == []
     assert await store.ack_lease("feed", feed_claims[0].lease) == ["rl1"]
+
+
+async def test_release_leases_keeps_every_kept_destination(store):
+    """The daemon keeps all its pull destinations' leases at start-up, not only the first."""
+    await store.append([ev("hook", "feed", "soap", id="rk1")])
+    for name in ("hook", "feed", "soap"):
+        await store.claim(name, 10, 3600)
+    assert await store.release_leases(keep=["feed", "soap"]) == 1
+    assert ids(await store.claim("hook", 10, 60)) == ["rk1"]
+    assert await store.claim("feed", 10, 60) == []
+    assert await store.claim("soap", 10, 60) == []
 
 
 async def test_release_leases_with_nothing_kept(store):
@@ -568,8 +589,39 @@ async def test_closed_store_refuses_writes(backend):
     s = backend.new()
     await s.open()
     await s.close()
-    with pytest.raises(StorageUnavailable):
+    with pytest.raises(StorageUnavailable, match="store is closed"):
         await s.append([ev("a")])
+
+
+async def test_closed_store_refuses_outcomes(backend):
+    """A dispatcher still finishing a send when the daemon stops gets a clear error, and
+    its claim runs out and comes back after the restart."""
+    s = backend.new()
+    await s.open()
+    await s.append([ev("a", id="late")])
+    [c] = await s.claim("a", 1, 0.05)
+    await s.close()
+    for outcome in (
+        s.ack([c]),
+        s.retry([(c, time.time())], "503"),
+        s.dead([c], "410"),
+        s.release([c]),
+    ):
+        with pytest.raises(StorageUnavailable, match="store is closed"):
+            await outcome
+    s = backend.new()
+    await s.open()
+    try:
+        again: list[Claimed] = []
+
+        async def reclaimed() -> bool:
+            again.extend(await s.claim("a", 1, 60))
+            return bool(again)
+
+        await wait_for(reclaimed, 5, "the unfinished claim to come back")
+        assert (again[0].event_id, again[0].attempts) == ("late", 2)
+    finally:
+        await s.close()
 
 
 async def test_newer_schema_is_refused(backend):
@@ -619,3 +671,94 @@ async def test_first_is_true_only_for_the_first_event_of_its_type_email_and_send
     first = {c.event_id: orjson.loads(c.body)["first"] for c in claims}
     assert [first[e.id] for e in batch] == [True, False, True, True]
     assert list(first.values()).count(False) == 2  # the later open of x is not first either
+
+
+# -- PostgreSQL only: the database can go away -----------------------------------------------
+
+
+async def test_an_ack_made_while_postgres_is_down_is_kept_until_it_is_back(cluster):
+    """The send happened: the ack keeps trying while the database restarts, so the event is
+    not sent a second time when its lease runs out."""
+    store = PostgresStore(pg.fresh_schema_dsn(cluster.dsn), pool_size=2)
+    await store.open()
+    try:
+        await store.append([ev("a", id="down1")])
+        [c] = await store.claim("a", 1, 3600)
+        cluster.stop()
+        try:
+            ack = asyncio.ensure_future(store.ack([c]))
+            await asyncio.sleep(0)  # queued; the flusher tries while the server is down
+        finally:
+            # pg_ctl takes about a second to start it: the flusher's first tries fail.
+            await asyncio.to_thread(cluster.start)
+        await asyncio.wait_for(ack, 20)
+        s = await dest_stats(store, "a")
+        assert (s["leased"], s["delivered"]) == (0, 1)
+    finally:
+        await store.close()
+
+
+async def _claim_once_back(store: Store, destination: str) -> list[Claimed]:
+    """Claim, trying again while the restarted server's pool still fails."""
+    answers: list[list[Claimed]] = []
+
+    async def answered() -> bool:
+        try:
+            answers.append(await store.claim(destination, 10, 3600))
+        except StorageUnavailable:
+            return False
+        return True
+
+    await wait_for(answered, 20, "postgres to answer claims again")
+    return answers[0]
+
+
+async def test_claims_fail_while_postgres_is_down_and_work_after_each_restart(cluster):
+    """A claim whose answer may have been lost is handed back by the next claim; the store
+    must come through more than one outage doing so."""
+    store = PostgresStore(pg.fresh_schema_dsn(cluster.dsn), pool_size=2)
+    await store.open()
+    try:
+        await store.append([ev("a", id="lc1", due_in=-2), ev("a", id="lc2")])
+        assert ids(await store.claim("a", 1, 3600)) == ["lc1"]
+        got = []
+        for _ in range(2):
+            cluster.stop()
+            try:
+                with pytest.raises(StorageUnavailable):
+                    await store.claim("a", 10, 3600)
+            finally:
+                await asyncio.to_thread(cluster.start)
+            got.append(ids(await _claim_once_back(store, "a")))
+        assert got == [["lc2"], []]
+        assert (await dest_stats(store, "a"))["leased"] == 2
+    finally:
+        await store.close()
+
+
+async def test_a_node_cannot_ack_a_delivery_another_node_took_over():
+    """Fencing across nodes: each node's tokens come from its own block, from the first."""
+    dsn = pg.fresh_schema_dsn()
+    one, two = PostgresStore(dsn, node="one"), PostgresStore(dsn, node="two")
+    await one.open()
+    await two.open()
+    try:
+        await one.append([ev("a", id="nt1")])
+        [old] = await one.claim("a", 1, 0.05)  # each node's first claim
+        again: list[Claimed] = []
+
+        async def taken_over() -> bool:
+            again.extend(await two.claim("a", 1, 60))
+            return bool(again)
+
+        await wait_for(taken_over, 5, "the expired lease to be claimable on the other node")
+        [new] = again
+        assert new.lease != old.lease
+        await one.ack([old])  # the first node's late success report
+        s = await dest_stats(two, "a")
+        assert (s["leased"], s["delivered"]) == (1, 0)
+        await two.ack([new])
+        assert (await dest_stats(one, "a"))["delivered"] == 1
+    finally:
+        await one.close()
+        await two.close()
