@@ -1,6 +1,7 @@
-"""What every route module shares, and nothing else: the app keys, JSON answers and
-errors, and bearer auth. A leaf: it imports no route module, so route modules import it
-and only the app factory imports them."""
+"""What every route module shares, and nothing else: JSON answers and errors, the query
+parameters each route takes, and bearer auth. A leaf: it imports no route module, so route
+modules import it and only the app factory imports them. (What a route works with, it is
+given by the app factory, to its surface's constructor.)"""
 
 from __future__ import annotations
 
@@ -12,13 +13,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ..intake import Intake
-from ..runtime import Runtime
-
 log = logging.getLogger("relay.web")
-
-RUNTIME = web.AppKey("runtime", Runtime)
-INTAKE = web.AppKey("intake", Intake)  # the one door events come in by (ingest, tracking)
 
 
 def json_response(

@@ -24,12 +24,15 @@ import jinja2
 import orjson
 from aiohttp import web
 
-from ..common import RUNTIME, JsonError
+from ...current import Current
+from ..common import JsonError
 
 log = logging.getLogger("relay.console")
 
 ACTOR = web.RequestKey("console_actor", str)
 JINJA = web.AppKey("console_jinja", jinja2.Environment)
+# The config in force (tokens, read-only, what the pages show), set by `views.add_routes`.
+CURRENT = web.AppKey("console_current", Current)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 HEADERS = {
     "Content-Security-Policy": (
@@ -49,7 +52,7 @@ def is_console(request: web.BaseRequest) -> bool:
 
 def render(name: str, request: web.Request, ctx: dict[str, Any], status: int = 200) -> web.Response:
     """A template with what every page shows (who, read-only) added to `ctx`."""
-    cfg = request.app[RUNTIME].config.console
+    cfg = request.app[CURRENT].config.console
     common = {"actor": request.get(ACTOR, ""), "read_only": cfg.read_only, "path": request.path}
     return aiohttp_jinja2.render_template(
         name, request, {"flash": None, **common, **ctx}, app_key=JINJA, status=status
@@ -70,27 +73,31 @@ def error_page(
 Check = Callable[[web.BaseRequest], None]
 
 
-def console_guard(check: Check) -> Any:
+def console_guard(check: Check, current: Current) -> Any:
     """The console's middleware, which also runs `check` (`relay.web.guard`) for every
     request just before its handler: one middleware layer for both, and under /console
-    the check's refusals become HTML pages like every console error."""
+    the check's refusals become HTML pages like every console error. `current` is read per
+    request: reloaded console tokens and read-only count at once."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
         if not is_console(request):
             check(request)
             return await handler(request)
-        return await _console(request, handler, check)
+        return await _console(request, handler, check, current)
 
     return middleware
 
 
-async def _console(request: web.Request, handler: Any, check: Check) -> web.StreamResponse:
+async def _console(
+    request: web.Request, handler: Any, check: Check, current: Current
+) -> web.StreamResponse:
     from ..auth import console_actor
 
     try:
-        request[ACTOR] = console_actor(request)
-        if request.method not in SAFE_METHODS and request.app[RUNTIME].config.console.read_only:
+        config = current.config
+        request[ACTOR] = console_actor(request, config)
+        if request.method not in SAFE_METHODS and config.console.read_only:
             return error_page(request, 403, "The console is read-only (console.read_only).")
         check(request)
         return await handler(request)
