@@ -28,7 +28,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -152,10 +152,10 @@ class _Watched(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         limits = self._limits
         limits.open += 1
-        self._transport = transport  # type: ignore[assignment]
+        self._transport = transport = cast(asyncio.Transport, transport)  # a socket's
         if limits.open - limits.evicting > limits.max_connections and not limits.make_room():
             if limits.open > limits.max_connections + RESERVE:
-                transport.abort()  # type: ignore[attr-defined]
+                transport.abort()
                 self._inner = None
                 return
             limits.crowded.add(self._inner)
