@@ -7,10 +7,10 @@ from pathlib import Path
 from aiohttp import web
 
 from .. import soap
-from ..metrics import count_requests
 from ..runtime import Runtime
 from . import admin_api, console, guard, ingest, links, pull, tracking
-from .common import INTAKE, RUNTIME, errors_as_json, json_response
+from .common import INTAKE, RUNTIME, json_response
+from .front import front
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -39,11 +39,7 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 def create_app(runtime: Runtime) -> web.Application:
-    app = web.Application(
-        # Counting outermost: it sees the status errors_as_json turned an exception into.
-        middlewares=[count_requests(runtime.metrics), errors_as_json],
-        client_max_size=runtime.config.ingest.max_body_bytes,
-    )
+    app = web.Application(client_max_size=runtime.config.ingest.max_body_bytes)
     app[RUNTIME] = runtime
     app[INTAKE] = runtime.intake
     app.router.add_post("/v1/events", ingest.post_events)
@@ -58,7 +54,10 @@ def create_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     soap.add_routes(app)  # Pure360's SOAP pull (/soap/pull)
-    # The guard runs innermost, inside the console's middleware: after the console's auth,
-    # before every handler.
-    console.add_routes(app, guard.install(app, runtime).check)
+    console.add_routes(app)
+    # One middleware: the request counted, the guard just before every handler (after the
+    # console's auth under /console), errors as JSON (as HTML pages under /console).
+    app.middlewares.append(
+        front(runtime.metrics.request, guard.install(app, runtime).check, console.serve)
+    )
     return app

@@ -30,7 +30,7 @@ from ...models import Claimed
 from ...store import AttemptFilter
 from ..common import RUNTIME
 from . import live
-from .guard import ACTOR, JINJA, Check, console_guard, render, security_headers
+from .guard import ACTOR, HEADERS, JINJA, render
 from .render import FILTERS
 
 log = logging.getLogger("relay.console")
@@ -343,7 +343,7 @@ async def tail_stream(request: web.Request) -> web.StreamResponse:
     if last > tail.last_id:  # not an id of this run: start from now
         last = tail.last_id
     response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no"}
+        headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no", **HEADERS}
     )
     await response.prepare(request)
     await response.write(b"retry: 2000\n\n")
@@ -468,9 +468,9 @@ async def replay(request: web.Request) -> web.Response:
 # -- wiring ------------------------------------------------------------------------------------
 
 
-def add_routes(app: web.Application, check: Check) -> None:
-    """Pages, actions, static files, the live tail and the security middleware (which
-    runs `check`, the whole surface's guard, innermost: see `console_guard`)."""
+def add_routes(app: web.Application) -> None:
+    """Pages, actions, static files and the live tail. Their auth, error pages and
+    headers are `guard.serve`, which `relay.web.front` runs for every request under /console."""
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -480,8 +480,6 @@ def add_routes(app: web.Application, check: Check) -> None:
         default_helpers=False,
         undefined=jinja2.StrictUndefined,
     )
-    app.middlewares.append(console_guard(check))
-    app.on_response_prepare.append(security_headers)
     app[FLASHES] = Flashes()
     app[OVERDUE] = OverdueCache()
     tail = app[LIVE] = live.LiveTail()
