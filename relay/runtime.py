@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .config import Config, PullDestination, PushDestination
 from .current import Current
-from .dispatch.activity import MINUTES, Activity, LastAttempt
+from .dispatch.activity import MINUTES, Activity, LastAttempt, ack_summary
 from .dispatch.dispatcher import Dispatcher
 from .dispatch.factory import make_dispatcher
 from .dispatch.log import DispatchLog
@@ -126,6 +126,7 @@ class Runtime:
         for dest in self.config.destinations.values():
             if isinstance(dest, PullDestination):
                 activity = self.outcomes.activity(dest.name)
+                await self._restore_acks(dest.name, activity)
             else:
                 await self._start(dest)
                 activity = self.outcomes.activity(dest.name)
@@ -154,6 +155,19 @@ class Runtime:
                 else None
             )
         activity.restore(minutes, last["delivered"], last["failed"], now)
+
+    async def _restore_acks(self, name: str, activity: Activity) -> None:
+        """A pull destination's last hour of acks and its newest ack batch, from the store.
+        "Last pull" stays unknown until a client pulls: the store keeps no lease times."""
+        now = time.time()
+        history = await self.store.ack_history(name, now - MINUTES * 60)
+        last = None
+        if history.last is not None:
+            ts, n, batch = history.last
+            last = LastAttempt(ts, None, None, ack_summary(n, batch))
+        last_pull = activity.last_sent
+        activity.restore([(m, True, n) for m, n in history.minutes], last, None, now)
+        activity.last_sent = last_pull
 
     async def stop_dispatchers(self, grace_s: float = STOP_GRACE_S) -> None:
         await asyncio.gather(*(d.stop(grace_s) for d in self.dispatchers.values()))

@@ -1,9 +1,11 @@
 """The aiohttp application: routes, health, metrics and the OpenAPI document.
 
-`create_app` is the one place that holds the whole `Runtime`: it builds each route surface
-from the parts that surface uses (the intake, the bot memory, one `Admin`, the lease and
-ack of the pull, the `Current` config and signer a reload swaps) and registers its bound
-methods. No route module looks anything up in the app or imports the runtime.
+`create_app` is where the web side gets the whole `Runtime` (the request guard and the
+probes keep it; the guard for the config in force): it builds each route surface once from
+the parts that surface uses (the intake, the bot memory, one `Admin`, the pull's lease and
+ack, the `Current` config and signer a reload swaps) and registers its bound methods. The
+console's pages, module functions, read the same parts from typed app keys it sets. No
+route module imports the runtime.
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ from aiohttp import web
 
 from ..admin import Admin
 from ..destinations.pull import Pull
-from ..metrics import count_requests
 from ..runtime import Runtime
 from ..soap import SoapPull
 from . import console, guard
 from .admin_api import AdminApi
-from .common import errors_as_json, json_response
+from .common import json_response
+from .front import front
 from .ingest import Ingest
 from .links import Links
 from .pull import PullApi
@@ -58,11 +60,7 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 def create_app(runtime: Runtime) -> web.Application:
-    app = web.Application(
-        # Counting outermost: it sees the status errors_as_json turned an exception into.
-        middlewares=[count_requests(runtime.metrics), errors_as_json],
-        client_max_size=runtime.config.ingest.max_body_bytes,
-    )
+    app = web.Application(client_max_size=runtime.config.ingest.max_body_bytes)
     current = runtime.current
     admin = Admin(runtime)  # one for the app's life: the admin API's and the console's
     pull = Pull(runtime.store, runtime.outcomes, runtime.is_paused)  # JSON and SOAP alike
@@ -77,7 +75,10 @@ def create_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/readyz", probes.readyz)
     app.router.add_get("/metrics", probes.metrics)
     SoapPull(pull, current).add_routes(app)  # Pure360's SOAP pull (/soap/pull)
-    # The guard runs innermost, inside the console's middleware: after the console's auth,
-    # before every handler.
-    console.add_routes(app, guard.install(app, runtime).check, admin, current, runtime.log)
+    console.add_routes(app, admin, current, runtime.log)
+    # One middleware: the request counted, the guard just before every handler (after the
+    # console's auth under /console), errors as JSON (as HTML pages under /console).
+    app.middlewares.append(
+        front(runtime.metrics.request, guard.install(app, runtime).check, console.serve)
+    )
     return app

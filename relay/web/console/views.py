@@ -31,7 +31,7 @@ from ...domain.replay import ReplayError, ReplayRequest
 from ...models import Claimed
 from ...store import AttemptFilter
 from . import live
-from .guard import ACTOR, CURRENT, JINJA, Check, console_guard, render, security_headers
+from .guard import ACTOR, CURRENT, HEADERS, JINJA, render
 from .render import FILTERS
 
 log = logging.getLogger("relay.console")
@@ -348,7 +348,7 @@ async def tail_stream(request: web.Request) -> web.StreamResponse:
     if last > tail.last_id:  # not an id of this run: start from now
         last = tail.last_id
     response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no"}
+        headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no", **HEADERS}
     )
     await response.prepare(request)
     await response.write(b"retry: 2000\n\n")
@@ -474,15 +474,11 @@ async def replay(request: web.Request) -> web.Response:
 
 
 def add_routes(
-    app: web.Application,
-    check: Check,
-    admin: Admin,
-    current: Current,
-    dispatch_log: DispatchLog,
+    app: web.Application, admin: Admin, current: Current, dispatch_log: DispatchLog
 ) -> None:
-    """Pages, actions, static files, the live tail (fed by `dispatch_log`) and the security
-    middleware (which runs `check`, the whole surface's guard, innermost: see
-    `console_guard`)."""
+    """Pages, actions, static files and the live tail (fed by `dispatch_log`). Their auth,
+    error pages and headers are `guard.serve`, which `relay.web.front` runs for every
+    request under /console."""
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -492,10 +488,8 @@ def add_routes(
         default_helpers=False,
         undefined=jinja2.StrictUndefined,
     )
-    app.middlewares.append(console_guard(check, current))
     app[ADMIN] = admin
     app[CURRENT] = current
-    app.on_response_prepare.append(security_headers)
     app[FLASHES] = Flashes()
     app[OVERDUE] = OverdueCache()
     tail = app[LIVE] = live.LiveTail()
