@@ -461,8 +461,7 @@ def cmd_flush(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_link(args: argparse.Namespace, config: Config) -> int:
     from .domain.links import LinkError, make_link
-    from .domain.tokens import Signer
-    from .runtime import tracking_secrets
+    from .runtime import signer
 
     item = {
         "kind": args.kind,
@@ -474,7 +473,7 @@ def cmd_link(args: argparse.Namespace, config: Config) -> int:
         "mail_class": args.mail_class,
     }
     try:
-        print(make_link(Signer(tracking_secrets(config), config.server.public_url), item))
+        print(make_link(signer(config), item))
     except LinkError as exc:
         raise Failed(f"--{exc.field.replace('_', '-')}: {exc.message}") from None
     return 0

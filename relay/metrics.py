@@ -17,7 +17,6 @@ import asyncio
 import logging
 import time
 from collections import Counter as Tally
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -220,25 +219,3 @@ class Metrics:
         self.circuit.clear()
         for name, dispatcher in runtime.dispatchers.items():
             self.circuit.labels(name).set(int(dispatcher.circuit.is_open))
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def count_requests(metrics: Metrics) -> Any:
-    """Middleware counting every request by route and final status (put it outermost)."""
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            response = await handler(request)
-        except web.HTTPException as exc:
-            metrics.request(request, exc.status)
-            raise
-        except Exception:
-            metrics.request(request, 500)
-            raise
-        metrics.request(request, response.status)
-        return response
-
-    return middleware

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from .config import RetryPolicy
-from .dispatch.activity import Activity
+from .dispatch.activity import Activity, ack_summary
 from .dispatch.backoff import next_attempt_at
 from .dispatch.log import DispatchLog, attempt_line, iso_ms
 from .models import RESPONSE_CHARS, Attempt, Claimed, Outcome, Result
@@ -144,7 +144,7 @@ class Outcomes:
         self._write_batch(destination, "acked", ids)
         activity = self.activity(destination)
         last_pull = activity.last_sent  # an ack is not a pull: keep "last pull" as it was
-        activity.record(True, len(ids), None, None, f"acked {len(ids)} events (batch {lease})")
+        activity.record(True, len(ids), None, None, ack_summary(len(ids), lease))
         activity.last_sent = last_pull
         self._told(destination, {"delivered": len(ids)})
         return ids

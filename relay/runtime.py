@@ -1,8 +1,10 @@
 """What a running relay holds: config, store, intake, dispatchers, outcomes, dispatch log.
 
-The web handlers and the daemon share one `Runtime`. It owns the dispatchers and brings
-them in line with a new config on reload: new destinations start, removed ones stop
-(their backlog stays in the store), changed ones restart with the new settings.
+The daemon holds one `Runtime`; the app factory builds the route surfaces from its parts.
+It owns the dispatchers and brings them in line with a new config on reload: new
+destinations start, removed ones stop (their backlog stays in the store), changed ones
+restart with the new settings; and it swaps the config and signer the routes read
+(`Current`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .config import Config, PullDestination, PushDestination
-from .dispatch.activity import MINUTES, Activity, LastAttempt
+from .current import Current
+from .dispatch.activity import MINUTES, Activity, LastAttempt, ack_summary
 from .dispatch.dispatcher import Dispatcher
 from .dispatch.factory import make_dispatcher
 from .dispatch.log import DispatchLog
@@ -59,6 +62,11 @@ def tracking_secrets(config: Config) -> tuple[str, ...]:
     return (secret,)
 
 
+def signer(config: Config) -> Signer:
+    """The tracking-link signer of `config`: its secrets and public URL."""
+    return Signer(tracking_secrets(config), config.server.public_url)
+
+
 class Runtime:
     """The daemon builds the parts (store, dispatch log, metrics, wake-ups, intake) and
     hands them over here; this owns the dispatchers, pauses, signer and bot memory."""
@@ -80,7 +88,9 @@ class Runtime:
         self.intake = intake  # every event taken in: ingest, tracking, the spool's drain
         self.dispatchers: dict[str, Dispatcher] = wakeups.dispatchers
         self.paused: dict[str, float | None] = {}
-        self.signer = Signer(tracking_secrets(config), config.server.public_url)
+        # What the routes read per request; `config` above stays a plain attribute too (the
+        # guard reads it on every request), and `apply` swaps both together.
+        self.current = Current(config, signer(config))
         self.bots = BotDetector(memory_s=config.tracking.bot_memory_s)
         self.started_at = time.time()
         # Every outcome, push or pull, is settled here: store, dispatch log, metrics, console.
@@ -116,6 +126,7 @@ class Runtime:
         for dest in self.config.destinations.values():
             if isinstance(dest, PullDestination):
                 activity = self.outcomes.activity(dest.name)
+                await self._restore_acks(dest.name, activity)
             else:
                 await self._start(dest)
                 activity = self.outcomes.activity(dest.name)
@@ -145,6 +156,19 @@ class Runtime:
             )
         activity.restore(minutes, last["delivered"], last["failed"], now)
 
+    async def _restore_acks(self, name: str, activity: Activity) -> None:
+        """A pull destination's last hour of acks and its newest ack batch, from the store.
+        "Last pull" stays unknown until a client pulls: the store keeps no lease times."""
+        now = time.time()
+        history = await self.store.ack_history(name, now - MINUTES * 60)
+        last = None
+        if history.last is not None:
+            ts, n, batch = history.last
+            last = LastAttempt(ts, None, None, ack_summary(n, batch))
+        last_pull = activity.last_sent
+        activity.restore([(m, True, n) for m, n in history.minutes], last, None, now)
+        activity.last_sent = last_pull
+
     async def stop_dispatchers(self, grace_s: float = STOP_GRACE_S) -> None:
         await asyncio.gather(*(d.stop(grace_s) for d in self.dispatchers.values()))
 
@@ -156,9 +180,9 @@ class Runtime:
         await asyncio.gather(*(d.stop(STOP_GRACE_S) for d in stopping))
         for d in stopping:  # their counts leave the shutdown line with them
             self.outcomes.tallies.pop(d.name, None)
-        self.config = config
+        self.config = self.current.config = config
         self.intake.reroute(Router(config.routes, config.destinations))
-        self.signer = Signer(tracking_secrets(config), config.server.public_url)
+        self.current.signer = signer(config)
         for name in [n for n in self.dispatchers if n not in keep]:  # the same dict as wakeups'
             del self.dispatchers[name]
         for dest in config.destinations.values():

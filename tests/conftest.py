@@ -6,6 +6,7 @@ import pytest
 
 from . import pg
 from .helpers import Receiver, RunningRelay
+from .mailftp import BreakingPathIO, FtpServer
 
 
 @pytest.fixture
@@ -14,6 +15,19 @@ async def receiver():
     await r.start()
     yield r
     await r.stop()
+
+
+@pytest.fixture
+async def ftp(tmp_path):
+    """aioftp's server on 127.0.0.1 with user relay / s3cret, files under tmp_path/ftp-root;
+    a test that breaks uploads (`BreakingPathIO.breaks`) leaves none broken for the next."""
+    root = tmp_path / "ftp-root"
+    root.mkdir()
+    server = FtpServer(root)
+    await server.start_on()
+    yield server
+    BreakingPathIO.breaks = 0
+    await server.close()
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from .helpers import free_port
+from .helpers import base_toml, free_port
 
 
 async def flush_cli(config_path: Path, name: str) -> tuple[int, str, str]:
@@ -210,3 +210,15 @@ class FtpServer(aioftp.Server):
 
     def files(self) -> dict[str, bytes]:
         return {p.name: p.read_bytes() for p in sorted(self.root.iterdir()) if p.is_file()}
+
+
+def ftp_toml(port: int, extra: str = "", name: str = "logs") -> str:
+    """relay with one ftp destination `name` at the `ftp` fixture's server, every event
+    routed to it, uploading only when flushed (`upload_every` is an hour)."""
+    return (
+        base_toml()
+        + f'[destinations.{name}]\ntype = "ftp"\nhost = "127.0.0.1"\nport = {port}\n'
+        + 'username = "relay"\npassword = "s3cret"\ntimeout = "5s"\nupload_every = "1h"\n'
+        + extra
+        + f'[[routes]]\nevents = ["*"]\ndestinations = ["{name}"]\n'
+    )

@@ -7,28 +7,40 @@ the metrics, an ack counted as delivered) is settled by `Outcomes`, as for a pus
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING
 
 from ..config import PullDestination
 from ..models import Claimed
 
 if TYPE_CHECKING:
-    from ..runtime import Runtime
+    from ..outcomes import Outcomes
+    from ..store import Queue
 
 
-async def lease_batch(
-    runtime: Runtime, dest: PullDestination, limit: int, event_types: Collection[str] | None = None
-) -> list[Claimed] | None:
-    """Lease up to `limit` events for a pull client (None: the destination is paused)."""
-    if runtime.is_paused(dest.name):
-        return None
-    claims = await runtime.store.claim(dest.name, limit, dest.lease_s, event_types)
-    runtime.outcomes.leased(dest.name, claims)
-    return claims
+class Pull:
+    """Lease and ack for pull clients, over the queue side of the store.
 
+    `is_paused` is asked on every lease rather than given a set once: pauses change at run
+    time (the console, the CLI, a timed pause running out).
+    """
 
-async def ack_batch(runtime: Runtime, dest: PullDestination, batch_id: int) -> list[str]:
-    """Mark a leased batch read: its events leave the queue; returns their ids ([]: unknown
-    batch, already acked, or its lease ran out and it was leased again)."""
-    return await runtime.outcomes.acked(dest.name, batch_id)
+    def __init__(self, queue: Queue, outcomes: Outcomes, is_paused: Callable[[str], bool]) -> None:
+        self._queue = queue
+        self._outcomes = outcomes
+        self._is_paused = is_paused
+
+    async def lease(
+        self, dest: PullDestination, limit: int, event_types: Collection[str] | None = None
+    ) -> list[Claimed] | None:
+        """Lease up to `limit` events for a pull client (None: the destination is paused)."""
+        if self._is_paused(dest.name):
+            return None
+        claims = await self._queue.claim(dest.name, limit, dest.lease_s, event_types)
+        self._outcomes.leased(dest.name, claims)
+        return claims
+
+    async def ack(self, dest: PullDestination, batch_id: int) -> list[str]:
+        """Mark a leased batch read: its events leave the queue; returns their ids ([]:
+        unknown batch, already acked, or its lease ran out and it was leased again)."""
+        return await self._outcomes.acked(dest.name, batch_id)

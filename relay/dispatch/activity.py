@@ -4,7 +4,8 @@ Per destination: delivered and failed counts in one-minute buckets over the last
 (failure rates, the sparkline, the drain forecast), the last success and the last
 failure. The dispatcher updates it as it records outcomes; the console reads it without
 touching the store. At start it is rebuilt from the stored attempt history (`restore`), so
-a restart does not blank the figures the same page's "Recent attempts" still lists.
+a restart does not blank the figures the same page's "Recent attempts" still lists; a pull
+destination's, whose acks write no attempts, from the acks the store tallies per minute.
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ class LastAttempt:
             "error": self.error,
             "response": self.response,
         }
+
+
+def ack_summary(n: int, batch: int) -> str:
+    """What a pull destination's "last success" says: the same live and after a restart."""
+    return f"acked {n} events (batch {batch})"
 
 
 @dataclass(slots=True)

@@ -3,8 +3,8 @@
 
 Every answer is a map with `result` (`success`, or `error` with the message in `resultData`);
 a wrong password, an expired contextId or an unknown class is an `error` answer, not a Fault
-(the envelope was fine). Leasing and acking go through `pull.lease_batch` and
-`pull.ack_batch`: the JSON pull's code path, limits, dispatch-log lines and console activity.
+(the envelope was fine). Leasing and acking go through `destinations.pull.Pull`: the JSON
+pull's code path, limits, dispatch-log lines and console activity.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from typing import Any
 import orjson
 
 from ..config import PullDestination
-from ..destinations.pull import ack_batch, lease_batch
+from ..current import Current
+from ..destinations.pull import Pull
 from ..dispatch.log import iso_ms
 from ..domain import pure360
 from ..domain.events import EVENT_TYPES, event_type_for
-from ..runtime import Runtime
 from .codec import Call
 from .sessions import SessionTable
 
@@ -44,10 +44,12 @@ def success(data: dict[str, Any] | None = None) -> dict[str, Any]:
 
 
 class PullService:
-    """One node's SOAP pull: its session table and the processes of the two classes."""
+    """One node's SOAP pull: its session table and the processes of the two classes, over
+    the lease and ack every pull dialect shares and the current config's destinations."""
 
-    def __init__(self, runtime: Runtime, sessions: SessionTable) -> None:
-        self.runtime = runtime
+    def __init__(self, pull: Pull, current: Current, sessions: SessionTable) -> None:
+        self._pull = pull
+        self._current = current
         self.sessions = sessions
 
     async def handle(self, call: Call) -> dict[str, Any]:
@@ -73,7 +75,7 @@ class PullService:
     def _login(self, call: Call) -> dict[str, Any]:
         params = _params(call)
         user, password = params.get("userName"), params.get("password")
-        dest = self.runtime.config.destinations.get(user) if isinstance(user, str) else None
+        dest = self._current.config.destinations.get(user) if isinstance(user, str) else None
         if not isinstance(dest, PullDestination) or not _password_ok(password, dest.tokens):
             raise Refused("invalid userName or password")
         context_id = self.sessions.open(dest.name, dest.session_idle_s)
@@ -85,7 +87,7 @@ class PullService:
         session = self.sessions.use(call.context_id or "")
         if session is None:
             raise Refused("invalid or expired contextId: log in again")
-        dest = self.runtime.config.destinations.get(session.destination)
+        dest = self._current.config.destinations.get(session.destination)
         if not isinstance(dest, PullDestination):
             self.sessions.close(call.context_id or "")
             raise Refused(f"pull destination {session.destination!r} no longer exists")
@@ -95,7 +97,7 @@ class PullService:
         types = _event_types(params.get("notificationTypes"))
         limit = _max(params.get("maxNotifications"), dest.max_batch)
         mark = _flag(params.get("markAsReadInd"))
-        claims = await lease_batch(self.runtime, dest, limit, types)
+        claims = await self._pull.lease(dest, limit, types)
         claims = claims or []
         meta, data = pure360.csv_batch(orjson.loads(c.body) for c in claims)
         batch: dict[str, Any] = {
@@ -105,7 +107,7 @@ class PullService:
             "markAsReadInd": "Y" if mark else "N",
         }
         if claims and mark:
-            await ack_batch(self.runtime, dest, claims[0].lease)
+            await self._pull.ack(dest, claims[0].lease)
         elif claims:
             batch["batchId"] = str(claims[0].lease)
             batch["leaseExpires"] = iso_ms(time.time() + dest.lease_s)
@@ -115,7 +117,7 @@ class PullService:
         batch_id = params.get("batchId")
         if not isinstance(batch_id, str) or not batch_id.isdigit() or len(batch_id) > 30:
             raise Refused("batchId: must be the batchId a getBatch with markAsReadInd N answered")
-        ids = await ack_batch(self.runtime, dest, int(batch_id))
+        ids = await self._pull.ack(dest, int(batch_id))
         if not ids:
             raise Refused(
                 "unknown batchId, or already read, or its lease expired and it was leased again"

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from .base import (
     ATTEMPTS_KEPT,
+    AckHistory,
     AttemptFilter,
     AttemptRecord,
     AuditEntry,
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ATTEMPTS_KEPT",
+    "AckHistory",
     "AttemptFilter",
     "AttemptRecord",
     "AuditEntry",

@@ -109,6 +109,15 @@ class AttemptRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class AckHistory:
+    """A pull destination's acks as the store keeps them: one row per destination and
+    minute, to which each ack batch adds (a push destination has its attempts instead)."""
+
+    minutes: list[tuple[int, int]]  # (Unix minute, events acked in it)
+    last: tuple[float, int, int] | None  # the newest batch: (when, events, batch id)
+
+
+@dataclass(frozen=True, slots=True)
 class AttemptFilter:
     destination: str | None = None
     outcome: str | None = None  # delivered | retry | dead | failed (retry or dead)
@@ -219,7 +228,8 @@ class Queue(Protocol):
         """Hand back claims that were never attempted: pending and due now, attempts as before."""
 
     async def ack_lease(self, destination: str, lease: int) -> list[str]:
-        """Pull API: mark every delivery still held under `lease` delivered; return event ids."""
+        """Pull API: mark every delivery still held under `lease` delivered; return event ids.
+        In the same commit, add the batch to its destination's minute (`ack_history`)."""
 
     async def release_leases(self, keep: list[str]) -> int:
         """Start-up: make every delivery a previous run had claimed due now, except those of
@@ -271,6 +281,10 @@ class Control(Protocol):
     async def attempt_minutes(self, destination: str, since: float) -> list[tuple[int, bool, int]]:
         """(Unix minute, delivered?, attempts) of `destination` since `since`: the console's
         live picture rebuilt at start from the same history "Recent attempts" shows."""
+
+    async def ack_history(self, destination: str, since: float) -> AckHistory:
+        """A pull destination's acked events per minute since `since`, and its newest ack
+        batch however old: its live picture rebuilt at start (pull acks write no attempts)."""
 
     async def attempts(self, where: AttemptFilter, limit: int) -> list[AttemptRecord]:
         """Recorded attempts, newest first (the console's destination page)."""

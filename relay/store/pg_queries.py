@@ -150,6 +150,20 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE SEQUENCE lease_blocks;
     SELECT setval('lease_blocks', (SELECT last_value FROM lease_tokens) / 1048576 + 1);
     """,
+    """
+    -- Pull acks, one row per destination and minute that each ack batch adds to (one
+    -- upsert per batch, not a row per event): a pull destination's live picture, rebuilt
+    -- at start as a push destination's is from its attempts.
+    CREATE TABLE acks (
+        destination text NOT NULL,
+        minute      bigint NOT NULL,        -- Unix minute
+        n           bigint NOT NULL,        -- events acked in it
+        last_ts     float8 NOT NULL,        -- the minute's newest batch: when, how many, id
+        last_n      bigint NOT NULL,
+        last_lease  bigint NOT NULL,
+        PRIMARY KEY (destination, minute)
+    );
+    """,
 )
 
 # One statement: lock the due rows no other node holds, lease them under one new token,
@@ -267,7 +281,13 @@ WITH moved AS (
 ), archived AS (
     INSERT INTO delivered (event_seq, delivery_id, destination, attempts, done_at)
     SELECT event_seq, id, destination, attempts, {NOW} FROM moved
-), {_counted((State.PENDING, -1), (State.DELIVERED, 1))}
+), {_counted((State.PENDING, -1), (State.DELIVERED, 1))}, tallied AS (
+    INSERT INTO acks AS a (destination, minute, n, last_ts, last_n, last_lease)
+    SELECT $2, floor({NOW} / 60)::bigint, count(*), {NOW}, count(*), $1 FROM moved
+    HAVING count(*) > 0
+    ON CONFLICT (destination, minute) DO UPDATE SET n = a.n + excluded.n,
+        last_ts = excluded.last_ts, last_n = excluded.last_n, last_lease = excluded.last_lease
+)
 SELECT e.id FROM moved m JOIN events e ON e.seq = m.event_seq ORDER BY m.id
 """
 
@@ -351,6 +371,10 @@ PURGE = (
         DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE ts < $1 LIMIT 5000)
         RETURNING 1
     ) SELECT count(*) FROM moved
+    """,
+    """
+    WITH moved AS (DELETE FROM acks WHERE minute < floor($1::float8 / 60) RETURNING 1)
+    SELECT count(*) FROM moved
     """,
 )
 
@@ -551,6 +575,12 @@ EVENT_ATTEMPTS = (
     " ORDER BY ts"
 )
 # $1 destination, $2 since.
+# A pull destination's acks: $1 destination, $2 the first Unix minute wanted.
+ACK_MINUTES = "SELECT minute, n FROM acks WHERE destination = $1 AND minute >= $2"
+ACK_LAST = (
+    "SELECT last_ts, last_n, last_lease FROM acks WHERE destination = $1"
+    " ORDER BY minute DESC LIMIT 1"
+)
 ATTEMPT_MINUTES = (
     "SELECT floor(ts / 60)::bigint, outcome = 'delivered', count(*) FROM attempts"
     " WHERE destination = $1 AND ts >= $2 GROUP BY 1, 2"

@@ -33,6 +33,7 @@ import asyncpg
 
 from ..models import Attempt, Claimed, NewEvent, State
 from .base import (
+    AckHistory,
     AttemptFilter,
     AttemptRecord,
     AuditEntry,
@@ -46,7 +47,9 @@ from .base import (
 )
 from .pg_queries import (
     ACK,
+    ACK_LAST,
     ACK_LEASE,
+    ACK_MINUTES,
     ATTEMPT_MINUTES,
     AUDIT,
     AUDIT_LOG,
@@ -724,6 +727,11 @@ class PostgresStore:
     async def attempts(self, where: AttemptFilter, limit: int = 100) -> list[AttemptRecord]:
         sql, params = attempts_query(where, limit)
         return [AttemptRecord(*r) for r in await self._rows(sql, *params)]
+
+    async def ack_history(self, destination: str, since: float) -> AckHistory:
+        minutes = await self._rows(ACK_MINUTES, destination, int(since // 60))
+        last = await self._rows(ACK_LAST, destination)
+        return AckHistory([(r[0], r[1]) for r in minutes], tuple(last[0]) if last else None)
 
     async def attempt_minutes(self, destination: str, since: float) -> list[tuple[int, bool, int]]:
         rows = await self._rows(ATTEMPT_MINUTES, destination, since)

@@ -49,6 +49,13 @@ _ACK = (
     f"UPDATE deliveries SET state = {State.DELIVERED:d}, lease = NULL, last_error = NULL,"
     " updated_at = ? WHERE id = ? AND lease = ?"
 )
+# A pull ack batch adds to its destination's minute: (destination, minute, n, ts, lease).
+_ACK_TALLY = (
+    "INSERT INTO acks (destination, minute, n, last_ts, last_n, last_lease)"
+    " VALUES (?1, ?2, ?3, ?4, ?3, ?5) ON CONFLICT (destination, minute) DO UPDATE"
+    " SET n = n + excluded.n, last_ts = excluded.last_ts, last_n = excluded.last_n,"
+    " last_lease = excluded.last_lease"
+)
 _RETRY = (
     f"UPDATE deliveries SET state = {State.PENDING:d}, due_at = ?, lease = NULL, last_error = ?,"
     " updated_at = ? WHERE id = ? AND lease = ?"
@@ -440,12 +447,15 @@ class SqliteStore(SqliteReads):
 
     async def ack_lease(self, destination: str, lease: int) -> list[str]:
         def job(conn: sqlite3.Connection) -> list[str]:
+            now = time.time()
             rows = conn.execute(
                 f"UPDATE deliveries SET state = {State.DELIVERED:d}, lease = NULL, updated_at = ?"
                 f" WHERE lease = ? AND state = {State.LEASED:d} AND destination = ?"
                 " RETURNING (SELECT id FROM events WHERE seq = event_seq)",
-                (time.time(), lease, destination),
+                (now, lease, destination),
             ).fetchall()
+            if rows:
+                conn.execute(_ACK_TALLY, (destination, int(now // 60), len(rows), now, lease))
             return [r[0] for r in rows]
 
         return await self._submit(job)
@@ -550,7 +560,10 @@ class SqliteStore(SqliteReads):
                 (older_than,),
             )
             audit = conn.execute("DELETE FROM audit WHERE ts < ?", (older_than,))
-            return gone.rowcount + events.rowcount + firsts.rowcount + audit.rowcount
+            acks = conn.execute("DELETE FROM acks WHERE minute < ?", (older_than // 60,))
+            return (
+                gone.rowcount + events.rowcount + firsts.rowcount + audit.rowcount + acks.rowcount
+            )
 
         total = 0
         while (n := await self._submit(job)) > 0:

@@ -14,6 +14,7 @@ import aiosqlite
 
 from ..models import State
 from .base import (
+    AckHistory,
     AttemptFilter,
     AttemptRecord,
     AuditEntry,
@@ -143,6 +144,18 @@ class SqliteReads:
             (destination, since),
         )
         return [(r[0], bool(r[1]), r[2]) for r in rows]
+
+    async def ack_history(self, destination: str, since: float) -> AckHistory:
+        minutes = await self._fetch(
+            "SELECT minute, n FROM acks WHERE destination = ? AND minute >= ?",
+            (destination, int(since // 60)),
+        )
+        last = await self._fetch(
+            "SELECT last_ts, last_n, last_lease FROM acks WHERE destination = ?"
+            " ORDER BY minute DESC LIMIT 1",
+            (destination,),
+        )
+        return AckHistory([(r[0], r[1]) for r in minutes], tuple(last[0]) if last else None)
 
     async def oldest_pending(
         self, event_types: tuple[str, ...], older_than: float

@@ -131,6 +131,20 @@ MIGRATIONS: tuple[str, ...] = (
     DROP TRIGGER events_counted;
     DROP TRIGGER deliveries_counted;
     """,
+    """
+    -- Pull acks, one row per destination and minute that each ack batch adds to (one
+    -- upsert per batch, not a row per event): a pull destination's live picture, rebuilt
+    -- at start as a push destination's is from its attempts.
+    CREATE TABLE acks (
+        destination TEXT NOT NULL,
+        minute      INTEGER NOT NULL,      -- Unix minute
+        n           INTEGER NOT NULL,      -- events acked in it
+        last_ts     REAL NOT NULL,         -- the minute's newest batch: when, how many, id
+        last_n      INTEGER NOT NULL,
+        last_lease  INTEGER NOT NULL,
+        PRIMARY KEY (destination, minute)
+    ) WITHOUT ROWID;
+    """,
 )
 
 

@@ -23,9 +23,10 @@ from aiohttp import web
 
 from ..admin import Admin
 from ..config.reader import parse_duration
+from ..current import Current
 from ..domain.replay import MIN_RATE, ReplayError, ReplayRequest
 from .auth import console_actor
-from .common import RUNTIME, JsonError, json_response
+from .common import JsonError, json_response
 
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
@@ -38,24 +39,6 @@ REPLAY_KEYS = ("destination", "ids", "since", "until", "group", "dry_run", "rate
 
 def bad(field: str, message: str) -> JsonError:
     return JsonError(400, f"{field}: {message}", field=field)
-
-
-def admin(request: web.Request) -> Admin:
-    return Admin(request.app[RUNTIME])
-
-
-def _action(request: web.Request) -> str:
-    """Authenticate an action and refuse it on a read-only console; the actor's name."""
-    actor = console_actor(request)
-    if request.app[RUNTIME].config.console.read_only:
-        raise JsonError(403, "console is read-only")
-    return actor
-
-
-def _destination(request: web.Request, name: str) -> str:
-    if name not in request.app[RUNTIME].config.destinations:
-        raise JsonError(404, f"no destination named {name!r}")
-    return name
 
 
 def parse_ts(field: str, value: object) -> float:
@@ -124,115 +107,133 @@ async def _body(request: web.Request, allowed: tuple[str, ...]) -> dict[str, Any
     return body
 
 
-# -- reads ----------------------------------------------------------------------------------
+class AdminApi:
+    """The routes, over one `Admin` (built once, shared with the console) and the current
+    config (console tokens, read-only, destination names: a reload counts at once)."""
 
+    def __init__(self, admin: Admin, current: Current) -> None:
+        self._admin = admin
+        self._current = current
 
-async def destinations(request: web.Request) -> web.Response:
-    console_actor(request)
-    _query(request, ())
-    a = admin(request)
-    return json_response({"destinations": await a.destinations(), "overdue": await a.overdue()})
+    def _actor(self, request: web.Request) -> str:
+        return console_actor(request, self._current.config)
 
+    def _action(self, request: web.Request) -> str:
+        """Authenticate an action and refuse it on a read-only console; the actor's name."""
+        actor = self._actor(request)
+        if self._current.config.console.read_only:
+            raise JsonError(403, "console is read-only")
+        return actor
 
-async def event(request: web.Request) -> web.Response:
-    console_actor(request)
-    _query(request, ())
-    event_id = request.match_info["id"]
-    view = await admin(request).event_view(event_id)
-    if view is None:
-        raise JsonError(404, f"no event with id {event_id!r} (never received, or purged)")
-    return json_response(view)
+    def _destination(self, name: str) -> str:
+        if name not in self._current.config.destinations:
+            raise JsonError(404, f"no destination named {name!r}")
+        return name
 
+    # -- reads -----------------------------------------------------------------------------------
 
-async def dead(request: web.Request) -> web.Response:
-    console_actor(request)
-    q = _query(request, ("destination", "since", "until", "after", "limit"))
-    destination = q.get("destination") or None
-    if destination is not None:
-        _destination(request, destination)
-    since, until = _time_range(q.get("since"), q.get("until"))
-    after = q.get("after", "0")
-    if not _INT.match(after):
-        raise bad("after", "must be a non-negative integer (the next_after of the previous page)")
-    page = await admin(request).dead(destination, since, until, int(after), _limit(q.get("limit")))
-    return json_response(page)
+    async def destinations(self, request: web.Request) -> web.Response:
+        self._actor(request)
+        _query(request, ())
+        a = self._admin
+        return json_response({"destinations": await a.destinations(), "overdue": await a.overdue()})
 
+    async def event(self, request: web.Request) -> web.Response:
+        self._actor(request)
+        _query(request, ())
+        event_id = request.match_info["id"]
+        view = await self._admin.event_view(event_id)
+        if view is None:
+            raise JsonError(404, f"no event with id {event_id!r} (never received, or purged)")
+        return json_response(view)
 
-async def audit(request: web.Request) -> web.Response:
-    console_actor(request)
-    q = _query(request, ("limit",))
-    return json_response({"audit": await admin(request).audit_log(_limit(q.get("limit")))})
+    async def dead(self, request: web.Request) -> web.Response:
+        self._actor(request)
+        q = _query(request, ("destination", "since", "until", "after", "limit"))
+        destination = q.get("destination") or None
+        if destination is not None:
+            self._destination(destination)
+        since, until = _time_range(q.get("since"), q.get("until"))
+        after = q.get("after", "0")
+        if not _INT.match(after):
+            raise bad(
+                "after", "must be a non-negative integer (the next_after of the previous page)"
+            )
+        page = await self._admin.dead(destination, since, until, int(after), _limit(q.get("limit")))
+        return json_response(page)
 
+    async def audit(self, request: web.Request) -> web.Response:
+        self._actor(request)
+        q = _query(request, ("limit",))
+        return json_response({"audit": await self._admin.audit_log(_limit(q.get("limit")))})
 
-# -- actions --------------------------------------------------------------------------------
+    # -- actions ---------------------------------------------------------------------------------
 
+    async def pause(self, request: web.Request) -> web.Response:
+        actor = self._action(request)
+        name = self._destination(request.match_info["name"])
+        body = await _body(request, ("for",))
+        for_s = None
+        if body.get("for") is not None:
+            try:
+                for_s = parse_duration(body["for"])
+            except ValueError as exc:
+                raise bad("for", str(exc)) from None
+            if not math.isfinite(for_s) or not 0 < for_s <= MAX_PAUSE_S:
+                raise bad("for", "must be more than 0 and at most 366d")
+        return json_response(await self._admin.pause(name, for_s, actor))
 
-async def pause(request: web.Request) -> web.Response:
-    actor = _action(request)
-    name = _destination(request, request.match_info["name"])
-    body = await _body(request, ("for",))
-    for_s = None
-    if body.get("for") is not None:
+    async def resume(self, request: web.Request) -> web.Response:
+        actor = self._action(request)
+        name = self._destination(request.match_info["name"])
+        await _body(request, ())
+        return json_response(await self._admin.resume(name, actor))
+
+    async def replay(self, request: web.Request) -> web.Response:
+        """The body's JSON types are checked here; what may be replayed, by `ReplayRequest`."""
+        actor = self._action(request)
+        body = await _body(request, REPLAY_KEYS)
+        destination = body.get("destination")
+        if destination is not None:
+            if not isinstance(destination, str) or not destination:
+                raise bad("destination", 'must be a destination name, or "*" for all')
+            if destination != "*":
+                self._destination(destination)
+        ids = body.get("ids")
+        if ids is not None and not isinstance(ids, list):
+            raise bad("ids", "must be a list of event ids (non-empty strings)")
+        group = body.get("group")
+        if group is not None and not isinstance(group, str):
+            raise bad("group", "must be a failure group id (12 hex digits, as listed)")
+        dry_run = body.get("dry_run", False)
+        if not isinstance(dry_run, bool):
+            raise bad("dry_run", "must be true or false")
+        rate = body.get("rate")
+        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float)):
+            raise bad(
+                "rate", f"must be a positive number of events per second ({MIN_RATE:g} to 1e6)"
+            )
+        since, until = _time_range(body.get("since"), body.get("until"))
         try:
-            for_s = parse_duration(body["for"])
-        except ValueError as exc:
-            raise bad("for", str(exc)) from None
-        if not math.isfinite(for_s) or not 0 < for_s <= MAX_PAUSE_S:
-            raise bad("for", "must be more than 0 and at most 366d")
-    return json_response(await admin(request).pause(name, for_s, actor))
+            req = ReplayRequest(
+                destination,
+                tuple(ids or ()),
+                since,
+                until,
+                group,
+                None if rate is None else float(rate),
+                dry_run,
+            )
+        except ReplayError as exc:
+            raise bad(exc.field, exc.message) from None
+        return json_response(await self._admin.replay(req, actor))
 
-
-async def resume(request: web.Request) -> web.Response:
-    actor = _action(request)
-    name = _destination(request, request.match_info["name"])
-    await _body(request, ())
-    return json_response(await admin(request).resume(name, actor))
-
-
-async def replay(request: web.Request) -> web.Response:
-    """The body's JSON types are checked here; what may be replayed, by `ReplayRequest`."""
-    actor = _action(request)
-    body = await _body(request, REPLAY_KEYS)
-    destination = body.get("destination")
-    if destination is not None:
-        if not isinstance(destination, str) or not destination:
-            raise bad("destination", 'must be a destination name, or "*" for all')
-        if destination != "*":
-            _destination(request, destination)
-    ids = body.get("ids")
-    if ids is not None and not isinstance(ids, list):
-        raise bad("ids", "must be a list of event ids (non-empty strings)")
-    group = body.get("group")
-    if group is not None and not isinstance(group, str):
-        raise bad("group", "must be a failure group id (12 hex digits, as listed)")
-    dry_run = body.get("dry_run", False)
-    if not isinstance(dry_run, bool):
-        raise bad("dry_run", "must be true or false")
-    rate = body.get("rate")
-    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float)):
-        raise bad("rate", f"must be a positive number of events per second ({MIN_RATE:g} to 1e6)")
-    since, until = _time_range(body.get("since"), body.get("until"))
-    try:
-        req = ReplayRequest(
-            destination,
-            tuple(ids or ()),
-            since,
-            until,
-            group,
-            None if rate is None else float(rate),
-            dry_run,
-        )
-    except ReplayError as exc:
-        raise bad(exc.field, exc.message) from None
-    return json_response(await admin(request).replay(req, actor))
-
-
-def add_routes(app: web.Application) -> None:
-    r = app.router
-    r.add_get("/v1/admin/destinations", destinations)
-    r.add_get("/v1/admin/events/{id}", event)
-    r.add_get("/v1/admin/dead", dead)
-    r.add_get("/v1/admin/audit", audit)
-    r.add_post("/v1/admin/destinations/{name}/pause", pause)
-    r.add_post("/v1/admin/destinations/{name}/resume", resume)
-    r.add_post("/v1/admin/replay", replay)
+    def add_routes(self, app: web.Application) -> None:
+        r = app.router
+        r.add_get("/v1/admin/destinations", self.destinations)
+        r.add_get("/v1/admin/events/{id}", self.event)
+        r.add_get("/v1/admin/dead", self.dead)
+        r.add_get("/v1/admin/audit", self.audit)
+        r.add_post("/v1/admin/destinations/{name}/pause", self.pause)
+        r.add_post("/v1/admin/destinations/{name}/resume", self.resume)
+        r.add_post("/v1/admin/replay", self.replay)

@@ -1,4 +1,12 @@
-"""The aiohttp application: routes, health, metrics and the OpenAPI document."""
+"""The aiohttp application: routes, health, metrics and the OpenAPI document.
+
+`create_app` is where the web side gets the whole `Runtime` (the request guard and the
+probes keep it; the guard for the config in force): it builds each route surface once from
+the parts that surface uses (the intake, the bot memory, one `Admin`, the pull's lease and
+ack, the `Current` config and signer a reload swaps) and registers its bound methods. The
+console's pages, module functions, read the same parts from typed app keys it sets. No
+route module imports the runtime.
+"""
 
 from __future__ import annotations
 
@@ -6,29 +14,42 @@ from pathlib import Path
 
 from aiohttp import web
 
-from .. import soap
-from ..metrics import count_requests
+from ..admin import Admin
+from ..destinations.pull import Pull
 from ..runtime import Runtime
-from . import admin_api, console, guard, ingest, links, pull, tracking
-from .common import INTAKE, RUNTIME, errors_as_json, json_response
+from ..soap import SoapPull
+from . import console, guard
+from .admin_api import AdminApi
+from .common import json_response
+from .front import front
+from .ingest import Ingest
+from .links import Links
+from .pull import PullApi
+from .tracking import Tracking
 
 
 async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
-async def readyz(request: web.Request) -> web.Response:
-    problems = await request.app[RUNTIME].readiness_problems()
-    if problems:
-        return json_response({"status": "unavailable", "problems": problems}, status=503)
-    return json_response({"status": "ready"})
+class Probes:
+    """`/readyz` and `/metrics`: both ask the runtime as a whole (is every dispatcher
+    running, is the store writable; the backlog, circuits and counters)."""
 
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
 
-async def metrics(request: web.Request) -> web.Response:
-    """Prometheus exposition; OpenMetrics when the scraper asks for it."""
-    runtime = request.app[RUNTIME]
-    body, content_type = await runtime.metrics.scrape(runtime, request.headers.get("Accept"))
-    return web.Response(body=body, headers={"Content-Type": content_type})
+    async def readyz(self, request: web.Request) -> web.Response:
+        problems = await self._runtime.readiness_problems()
+        if problems:
+            return json_response({"status": "unavailable", "problems": problems}, status=503)
+        return json_response({"status": "ready"})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """Prometheus exposition; OpenMetrics when the scraper asks for it."""
+        runtime = self._runtime
+        body, content_type = await runtime.metrics.scrape(runtime, request.headers.get("Accept"))
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 OPENAPI = Path(__file__).with_name("openapi.json")  # generated from docs/openapi.yaml
@@ -39,26 +60,25 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 def create_app(runtime: Runtime) -> web.Application:
-    app = web.Application(
-        # Counting outermost: it sees the status errors_as_json turned an exception into.
-        middlewares=[count_requests(runtime.metrics), errors_as_json],
-        client_max_size=runtime.config.ingest.max_body_bytes,
-    )
-    app[RUNTIME] = runtime
-    app[INTAKE] = runtime.intake
-    app.router.add_post("/v1/events", ingest.post_events)
-    app.router.add_post("/v1/links", links.post_links)
-    app.router.add_post("/v1/rewrite", links.post_rewrite)
-    tracking.add_routes(app)
-    app.router.add_get("/v1/pull/{destination}", pull.lease)
-    app.router.add_post("/v1/pull/{destination}/ack", pull.ack)
-    admin_api.add_routes(app)
+    app = web.Application(client_max_size=runtime.config.ingest.max_body_bytes)
+    current = runtime.current
+    admin = Admin(runtime)  # one for the app's life: the admin API's and the console's
+    pull = Pull(runtime.store, runtime.outcomes, runtime.is_paused)  # JSON and SOAP alike
+    Ingest(runtime.intake, current).add_routes(app)
+    Links(current).add_routes(app)
+    Tracking(runtime.intake, runtime.bots, current).add_routes(app)
+    PullApi(pull, current).add_routes(app)
+    AdminApi(admin, current).add_routes(app)
+    probes = Probes(runtime)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/v1/openapi.json", openapi)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
-    soap.add_routes(app)  # Pure360's SOAP pull (/soap/pull)
-    # The guard runs innermost, inside the console's middleware: after the console's auth,
-    # before every handler.
-    console.add_routes(app, guard.install(app, runtime).check)
+    app.router.add_get("/readyz", probes.readyz)
+    app.router.add_get("/metrics", probes.metrics)
+    SoapPull(pull, current).add_routes(app)  # Pure360's SOAP pull (/soap/pull)
+    console.add_routes(app, admin, current, runtime.log)
+    # One middleware: the request counted, the guard just before every handler (after the
+    # console's auth under /console), errors as JSON (as HTML pages under /console).
+    app.middlewares.append(
+        front(runtime.metrics.request, guard.install(app, runtime).check, console.serve)
+    )
     return app

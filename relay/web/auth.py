@@ -1,8 +1,8 @@
 """Who is asking: the one auth check `/v1/admin/*` and `/console/*` share.
 
-`console_actor(request)` accepts a `console.tokens` entry as `Authorization: Bearer TOKEN`
-(scripts, curl) or as the password of `Authorization: Basic base64(anyuser:TOKEN)` (a
-browser's login prompt), and returns the actor the audit trail records: `token#1`,
+`console_actor(request, config)` accepts a `console.tokens` entry as
+`Authorization: Bearer TOKEN` (scripts, curl) or as the password of
+`Authorization: Basic base64(anyuser:TOKEN)` (a browser's login prompt), and returns the actor the audit trail records: `token#1`,
 `token#2`… by the token's position in `console.tokens` (a token itself is never written
 anywhere). With no console tokens configured the console is open — `loopback` — but only
 while `server.listen` is a loopback address; on any other listener every request is refused
@@ -17,7 +17,8 @@ import hmac
 
 from aiohttp import web
 
-from .common import RUNTIME, JsonError
+from ..config import Config
+from .common import JsonError
 
 REALM = 'Basic realm="relay console"'
 NEEDS_TOKENS = "console needs console.tokens on a non-loopback listener"
@@ -49,9 +50,11 @@ def match_token(given: bytes, tokens: tuple[str, ...]) -> int | None:
     return found
 
 
-def console_actor(request: web.Request) -> str:
-    """The audit-trail name of the caller, or raise JsonError 401 (403 if the console is off)."""
-    config = request.app[RUNTIME].config
+def console_actor(request: web.Request, config: Config) -> str:
+    """The audit-trail name of the caller, or raise JsonError 401 (403 if the console is off).
+
+    `config` is the one in force: the caller reads it per request, so reloaded tokens count.
+    """
     tokens = config.console.tokens
     if not tokens:
         if config.server.loopback:

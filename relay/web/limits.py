@@ -16,9 +16,9 @@ accepted socket's protocol is wrapped in `_Watched`, which sees the bytes go by:
   `/healthz` and `/readyz`, so a monitor sees a live process); past the cap plus `RESERVE`
   they are closed at once. One log line per crowded spell (at most one per 10 s).
 
-The bookkeeping per request is a `bytes.find` and two regex searches of its head; a
-request that is not whole in one read also puts its connection in a set until it is
-(the deadline). One sweep every 250 ms closes the late connections.
+The bookkeeping per request is a `bytes.find` and a regex search of its head when the
+request is whole in one read (the common case); one that is not also puts its connection
+in a set until it is (the deadline). One sweep every 250 ms closes the late connections.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -118,6 +118,17 @@ _LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([0-9]+)", re.IGNORECASE)
 _CHUNKED = re.compile(rb"\r\ntransfer-encoding:[^\r]*chunked", re.IGNORECASE)
 
 
+def whole_request(data: bytes) -> bool:
+    """Whether `data` is exactly one whole request (the read between requests)."""
+    at = data.find(b"\r\n\r\n")
+    if at < 0:
+        return False
+    if at == len(data) - 4:
+        return _BODY_HINT.search(data) is None
+    m = _LENGTH.search(data, 0, at + 2)
+    return m is not None and len(data) == at + 4 + int(m.group(1))
+
+
 def _body_of(head: bytes, start: int, end: int) -> tuple[int, bool]:
     """(Content-Length, chunked) of the request head in `head[start:end]`."""
     m = _LENGTH.search(head, start, end)
@@ -141,10 +152,10 @@ class _Watched(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         limits = self._limits
         limits.open += 1
-        self._transport = transport  # type: ignore[assignment]
+        self._transport = transport = cast(asyncio.Transport, transport)  # a socket's
         if limits.open - limits.evicting > limits.max_connections and not limits.make_room():
             if limits.open > limits.max_connections + RESERVE:
-                transport.abort()  # type: ignore[attr-defined]
+                transport.abort()
                 self._inner = None
                 return
             limits.crowded.add(self._inner)
@@ -182,14 +193,11 @@ class _Watched(asyncio.Protocol):
             self._quiet = False
             self._limits.silent.pop(self, None)
             self._stop()  # (a fresh request's clock starts in _scan)
-        # The common case, a whole bodiless head in one read between requests, needs no
-        # bookkeeping at all (a pixel, a click, a GET).
-        if not (
-            self._state == IDLE
-            and data.endswith(b"\r\n\r\n")
-            and data.find(b"\r\n\r\n") == len(data) - 4
-            and _BODY_HINT.search(data) is None
-        ):
+        # The common cases, a whole request in one read between requests, need no
+        # bookkeeping at all: a bodiless head (a pixel, a click, a GET), or a head and all of
+        # the Content-Length body it declares (an API POST). A head that also says
+        # Transfer-Encoding is refused by aiohttp's parser, so the length settles it.
+        if self._state != IDLE or not whole_request(data):
             self._scan(data)
         inner.data_received(data)
 

@@ -16,12 +16,12 @@ import time
 from aiohttp import web
 from multidict import CIMultiDict
 
-from ..domain.bots import Verdict
+from ..current import Current
+from ..domain.bots import BotDetector, Verdict
 from ..domain.events import new_id
 from ..domain.text import ascii_uri
 from ..domain.tokens import is_safe_url
-from ..runtime import Runtime
-from .common import INTAKE, RUNTIME
+from ..intake import Intake
 
 log = logging.getLogger("relay.tracking")
 
@@ -74,52 +74,6 @@ def kept_ip(ip: str | None, policy: str) -> str | None:
     return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False).network_address)
 
 
-async def _record(
-    request: web.Request,
-    etype: str,
-    fields: dict,
-    verdict: Verdict,
-    source: str,
-    event_id: str | None = None,
-) -> bool:
-    """Commit one tracking event; False if it could not be stored (logged, never raised)."""
-    app = request.app
-    ip = client_ip(request, app[RUNTIME].config.server.trusted_proxies)
-    user_agent = request.headers.get("User-Agent")
-    return await _store(app, etype, fields, verdict, source, ip, user_agent, event_id)
-
-
-async def _store(
-    app: web.Application,
-    etype: str,
-    fields: dict,
-    verdict: Verdict,
-    source: str,
-    peer: str | None,
-    user_agent: str | None,
-    event_id: str | None = None,
-) -> bool:
-    """`_record` for a caller that already has the client's address and user agent."""
-    tracking = app[RUNTIME].config.tracking
-    if verdict.is_bot and tracking.bots == "drop":
-        return True
-    now = time.time()
-    ip = kept_ip(peer, tracking.ip)
-    event = {
-        "event_type": etype,
-        "id": event_id or new_id(),
-        "event_time": int(now),
-        **fields,
-        "user_agent": user_agent[:MAX_UA] if user_agent else "",
-        "is_bot": verdict.is_bot,
-        "bot_reason": verdict.reason,
-    }
-    if ip is not None:
-        event["engine_ip"] = ip
-    intake = app[INTAKE]
-    return await intake.keep([intake.event(event, now, event_id is not None, first=True)], source)
-
-
 def _message_fields(fields: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in fields.items() if k != "url"}
 
@@ -143,54 +97,6 @@ async def _form(request: web.Request):
         raise web.HTTPBadRequest(text="malformed form body") from None
 
 
-def _token(request: web.Request, kind: str) -> dict[str, str] | None:
-    token = request.match_info["token"]
-    return request.app[RUNTIME].signer.read(kind, token)
-
-
-async def open_pixel(request: web.Request) -> web.Response:
-    runtime: Runtime = request.app[RUNTIME]
-    fields = runtime.signer.read("open", request.match_info["token"])  # a fresh dict
-    # HEAD (aiohttp adds it to GET routes) is a link checker, not an image load: not an open.
-    if fields is not None and fields.get("email") and request.method == "GET":
-        ip = client_ip(request, runtime.config.server.trusted_proxies)
-        user_agent = request.headers.get("User-Agent")
-        verdict = runtime.bots.open(ip, user_agent)
-        fields.pop("url", None)  # _message_fields, in place
-        await _store(request.app, "engine_open", fields, verdict, "pixel", ip, user_agent)
-    return web.Response(body=PIXEL, headers=PIXEL_HEADERS)
-
-
-async def click(request: web.Request) -> web.Response:
-    runtime: Runtime = request.app[RUNTIME]
-    token = request.match_info["token"]
-    signer = runtime.signer
-    # A token has exactly one kind, so asking "click?" before "honeypot?" changes nothing.
-    fields = signer.read("click", token)  # a fresh dict; a url in it is safe (verify checks)
-    if fields is None:
-        if signer.read("honeypot", token) is not None:
-            # only a machine follows an invisible link
-            runtime.bots.honeypot(client_ip(request, runtime.config.server.trusted_proxies))
-            return web.Response(text="", headers=NO_STORE)
-        raise web.HTTPNotFound(text="unknown link")
-    target = fields.get("url")
-    if not target:  # verify() only hands back a url that is_safe_url accepts
-        raise web.HTTPNotFound(text="unknown link")
-    ip = client_ip(request, runtime.config.server.trusted_proxies)
-    if request.method == "HEAD":  # link checkers: answer like a GET, record nothing
-        runtime.bots.head(ip)
-        return web.Response(status=302, headers={"Location": ascii_uri(target), **NO_STORE})
-    email = fields.get("email")
-    if email:
-        user_agent = request.headers.get("User-Agent")
-        key = (email, fields.get("sendid", ""))
-        verdict = runtime.bots.click(ip, user_agent, key, target)
-        del fields["url"]  # _message_fields, in place
-        fields["click_url"] = target
-        await _store(request.app, "engine_click", fields, verdict, "click", ip, user_agent)
-    return web.Response(status=302, headers={"Location": ascii_uri(target), **NO_STORE})
-
-
 def _page(title: str, body: str, status: int = 200) -> web.Response:
     text = (
         f'<!doctype html><html><head><meta charset="utf-8"><meta name="viewport" '
@@ -206,83 +112,6 @@ def unsubscribed_page() -> web.Response:
         "Unsubscribed",
         "<h1>You are unsubscribed</h1><p>You will not get these emails any more.</p>",
     )
-
-
-async def unsubscribe_page(request: web.Request) -> web.Response:
-    """GET shows a confirm button and changes nothing: link scanners fetch every link."""
-    runtime = request.app[RUNTIME]
-    fields = _token(request, "unsub")
-    if fields is None:
-        raise web.HTTPNotFound(text="unknown link")
-    if runtime.config.tracking.unsubscribe_on_get and request.method == "GET":  # never on HEAD
-        await _unsubscribe(request, fields)
-        return unsubscribed_page()
-    who = html.escape(fields.get("email", "this address"))
-    return _page(
-        "Unsubscribe",
-        f"<h1>Unsubscribe</h1><p>Stop sending these emails to {who}?</p>"
-        '<form method="post"><input type="hidden" name="confirm" value="1">'
-        '<button type="submit">Unsubscribe</button></form>',
-    )
-
-
-async def _unsubscribe(request: web.Request, fields: dict[str, str]) -> bool:
-    # One id per token: a second confirm or one-click post is stored once (idempotent).
-    event_id = "unsub-" + hashlib.sha256(request.match_info["token"].encode()).hexdigest()[:32]
-    extra = {"click_url": fields["url"]} if "url" in fields else {}
-    return await _record(
-        request,
-        "engine_unsub",
-        {**_message_fields(fields), **extra},
-        Verdict(False, None),
-        "unsub",
-        event_id,
-    )
-
-
-async def unsubscribe(request: web.Request) -> web.Response:
-    """POST: the confirm button (303 onwards) or RFC 8058 one-click (200, nothing else)."""
-    fields = _token(request, "unsub")
-    if fields is None:
-        raise web.HTTPNotFound(text="unknown link")
-    form = await _form(request)
-    stored = await _unsubscribe(request, fields)
-    if form.get("List-Unsubscribe") == "One-Click":
-        if not stored:
-            raise web.HTTPServiceUnavailable(text="try again", headers={"Retry-After": "30"})
-        return web.Response(text="unsubscribed", headers=NO_STORE)
-    if not stored:
-        return _page(
-            "Try again", "<h1>Something went wrong</h1><p>Please try again in a minute.</p>", 503
-        )
-    landing = fields.get("url")
-    raise web.HTTPSeeOther(landing if landing and is_safe_url(landing) else "/unsubscribed")
-
-
-async def signup(request: web.Request) -> web.Response:
-    """A signup form posts `email` here; `website` is a honeypot people never see or fill."""
-    fields = _token(request, "signup")
-    if fields is None:
-        raise web.HTTPNotFound(text="unknown form")
-    form = await _form(request)
-    thanks = fields.get("url") if is_safe_url(fields.get("url", "")) else "/thanks"
-    if form.get("website"):  # a bot filled the hidden field: pretend, record nothing
-        raise web.HTTPSeeOther(thanks)
-    email = str(form.get("email", "")).strip()
-    if not _plausible_email(email):
-        return _page(
-            "Check your address",
-            "<h1>That email address does not look right</h1><p>Please go back and check it.</p>",
-            400,
-        )
-    message = {k: v for k, v in _message_fields(fields).items() if k != "email"}
-    if not await _record(
-        request, "optin", {**message, "email": email}, Verdict(False, None), "signup"
-    ):
-        return _page(
-            "Try again", "<h1>Something went wrong</h1><p>Please try again in a minute.</p>", 503
-        )
-    raise web.HTTPSeeOther(thanks)
 
 
 def _plausible_email(email: str) -> bool:
@@ -304,13 +133,192 @@ async def unsubscribed(request: web.Request) -> web.Response:
     return unsubscribed_page()
 
 
-def add_routes(app: web.Application) -> None:
-    # Any text before .gif, even with / or braces the default pattern refuses: the pixel
-    # answers the GIF to every request for it, so a mangled link still shows no broken image.
-    app.router.add_get(r"/o/{token:[\s\S]+}.gif", open_pixel)
-    app.router.add_get("/c/{token}", click)  # aiohttp adds HEAD for GET routes
-    app.router.add_get("/u/{token}", unsubscribe_page)
-    app.router.add_post("/u/{token}", unsubscribe)
-    app.router.add_post("/s/{token}", signup)
-    app.router.add_get("/thanks", thanks_page)
-    app.router.add_get("/unsubscribed", unsubscribed)
+class Tracking:
+    """The routes, over the intake, the bot memory and the current config and signer
+    (trusted proxies, `[tracking]` settings, secrets: read per request, so a reload counts
+    at once). Built once; the hot paths (pixel, click) read attributes, look nothing up."""
+
+    def __init__(self, intake: Intake, bots: BotDetector, current: Current) -> None:
+        self._intake = intake
+        self._bots = bots
+        self._current = current
+
+    async def _record(
+        self,
+        request: web.Request,
+        etype: str,
+        fields: dict,
+        verdict: Verdict,
+        source: str,
+        event_id: str | None = None,
+    ) -> bool:
+        """Commit one tracking event; False if it could not be stored (logged, never raised)."""
+        ip = client_ip(request, self._current.config.server.trusted_proxies)
+        user_agent = request.headers.get("User-Agent")
+        return await self._store(etype, fields, verdict, source, ip, user_agent, event_id)
+
+    async def _store(
+        self,
+        etype: str,
+        fields: dict,
+        verdict: Verdict,
+        source: str,
+        peer: str | None,
+        user_agent: str | None,
+        event_id: str | None = None,
+    ) -> bool:
+        """`_record` for a caller that already has the client's address and user agent."""
+        tracking = self._current.config.tracking
+        if verdict.is_bot and tracking.bots == "drop":
+            return True
+        now = time.time()
+        ip = kept_ip(peer, tracking.ip)
+        event = {
+            "event_type": etype,
+            "id": event_id or new_id(),
+            "event_time": int(now),
+            **fields,
+            "user_agent": user_agent[:MAX_UA] if user_agent else "",
+            "is_bot": verdict.is_bot,
+            "bot_reason": verdict.reason,
+        }
+        if ip is not None:
+            event["engine_ip"] = ip
+        intake = self._intake
+        return await intake.keep(
+            [intake.event(event, now, event_id is not None, first=True)], source
+        )
+
+    def _token(self, request: web.Request, kind: str) -> dict[str, str] | None:
+        return self._current.signer.read(kind, request.match_info["token"])
+
+    async def open_pixel(self, request: web.Request) -> web.Response:
+        current = self._current
+        fields = current.signer.read("open", request.match_info["token"])  # a fresh dict
+        # HEAD (aiohttp adds it to GET routes) is a link checker, not an image load: not an open.
+        if fields is not None and fields.get("email") and request.method == "GET":
+            ip = client_ip(request, current.config.server.trusted_proxies)
+            user_agent = request.headers.get("User-Agent")
+            verdict = self._bots.open(ip, user_agent)
+            fields.pop("url", None)  # _message_fields, in place
+            await self._store("engine_open", fields, verdict, "pixel", ip, user_agent)
+        return web.Response(body=PIXEL, headers=PIXEL_HEADERS)
+
+    async def click(self, request: web.Request) -> web.Response:
+        current = self._current
+        token = request.match_info["token"]
+        signer = current.signer
+        # A token has exactly one kind, so asking "click?" before "honeypot?" changes nothing.
+        fields = signer.read("click", token)  # a fresh dict; a url in it is safe (verify checks)
+        if fields is None:
+            if signer.read("honeypot", token) is not None:
+                # only a machine follows an invisible link
+                self._bots.honeypot(client_ip(request, current.config.server.trusted_proxies))
+                return web.Response(text="", headers=NO_STORE)
+            raise web.HTTPNotFound(text="unknown link")
+        target = fields.get("url")
+        if not target:  # verify() only hands back a url that is_safe_url accepts
+            raise web.HTTPNotFound(text="unknown link")
+        ip = client_ip(request, current.config.server.trusted_proxies)
+        if request.method == "HEAD":  # link checkers: answer like a GET, record nothing
+            self._bots.head(ip)
+            return web.Response(status=302, headers={"Location": ascii_uri(target), **NO_STORE})
+        email = fields.get("email")
+        if email:
+            user_agent = request.headers.get("User-Agent")
+            key = (email, fields.get("sendid", ""))
+            verdict = self._bots.click(ip, user_agent, key, target)
+            del fields["url"]  # _message_fields, in place
+            fields["click_url"] = target
+            await self._store("engine_click", fields, verdict, "click", ip, user_agent)
+        return web.Response(status=302, headers={"Location": ascii_uri(target), **NO_STORE})
+
+    async def unsubscribe_page(self, request: web.Request) -> web.Response:
+        """GET shows a confirm button and changes nothing: link scanners fetch every link."""
+        fields = self._token(request, "unsub")
+        if fields is None:
+            raise web.HTTPNotFound(text="unknown link")
+        unsubscribe_on_get = self._current.config.tracking.unsubscribe_on_get
+        if unsubscribe_on_get and request.method == "GET":  # never on HEAD
+            await self._unsubscribe(request, fields)
+            return unsubscribed_page()
+        who = html.escape(fields.get("email", "this address"))
+        return _page(
+            "Unsubscribe",
+            f"<h1>Unsubscribe</h1><p>Stop sending these emails to {who}?</p>"
+            '<form method="post"><input type="hidden" name="confirm" value="1">'
+            '<button type="submit">Unsubscribe</button></form>',
+        )
+
+    async def _unsubscribe(self, request: web.Request, fields: dict[str, str]) -> bool:
+        # One id per token: a second confirm or one-click post is stored once (idempotent).
+        event_id = "unsub-" + hashlib.sha256(request.match_info["token"].encode()).hexdigest()[:32]
+        extra = {"click_url": fields["url"]} if "url" in fields else {}
+        return await self._record(
+            request,
+            "engine_unsub",
+            {**_message_fields(fields), **extra},
+            Verdict(False, None),
+            "unsub",
+            event_id,
+        )
+
+    async def unsubscribe(self, request: web.Request) -> web.Response:
+        """POST: the confirm button (303 onwards) or RFC 8058 one-click (200, nothing else)."""
+        fields = self._token(request, "unsub")
+        if fields is None:
+            raise web.HTTPNotFound(text="unknown link")
+        form = await _form(request)
+        stored = await self._unsubscribe(request, fields)
+        if form.get("List-Unsubscribe") == "One-Click":
+            if not stored:
+                raise web.HTTPServiceUnavailable(text="try again", headers={"Retry-After": "30"})
+            return web.Response(text="unsubscribed", headers=NO_STORE)
+        if not stored:
+            return _page(
+                "Try again",
+                "<h1>Something went wrong</h1><p>Please try again in a minute.</p>",
+                503,
+            )
+        landing = fields.get("url")
+        raise web.HTTPSeeOther(landing if landing and is_safe_url(landing) else "/unsubscribed")
+
+    async def signup(self, request: web.Request) -> web.Response:
+        """A signup form posts `email` here; `website` is a honeypot people never see or fill."""
+        fields = self._token(request, "signup")
+        if fields is None:
+            raise web.HTTPNotFound(text="unknown form")
+        form = await _form(request)
+        thanks = fields.get("url") if is_safe_url(fields.get("url", "")) else "/thanks"
+        if form.get("website"):  # a bot filled the hidden field: pretend, record nothing
+            raise web.HTTPSeeOther(thanks)
+        email = str(form.get("email", "")).strip()
+        if not _plausible_email(email):
+            return _page(
+                "Check your address",
+                "<h1>That email address does not look right</h1>"
+                "<p>Please go back and check it.</p>",
+                400,
+            )
+        message = {k: v for k, v in _message_fields(fields).items() if k != "email"}
+        if not await self._record(
+            request, "optin", {**message, "email": email}, Verdict(False, None), "signup"
+        ):
+            return _page(
+                "Try again",
+                "<h1>Something went wrong</h1><p>Please try again in a minute.</p>",
+                503,
+            )
+        raise web.HTTPSeeOther(thanks)
+
+    def add_routes(self, app: web.Application) -> None:
+        # Any text before .gif, even with / or braces the default pattern refuses: the pixel
+        # answers the GIF to every request for it, so a mangled link still shows no broken
+        # image.
+        app.router.add_get(r"/o/{token:[\s\S]+}.gif", self.open_pixel)
+        app.router.add_get("/c/{token}", self.click)  # aiohttp adds HEAD for GET routes
+        app.router.add_get("/u/{token}", self.unsubscribe_page)
+        app.router.add_post("/u/{token}", self.unsubscribe)
+        app.router.add_post("/s/{token}", self.signup)
+        app.router.add_get("/thanks", thanks_page)
+        app.router.add_get("/unsubscribed", unsubscribed)

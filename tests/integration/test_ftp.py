@@ -14,31 +14,10 @@ import pytest
 
 from relay.destinations.http import flatten
 
-from ..helpers import base_toml, free_port, wait_for
-from ..mailftp import BreakingPathIO, FtpServer, certificate
+from ..helpers import free_port, wait_for
+from ..mailftp import BreakingPathIO, FtpServer, certificate, ftp_toml
 
 FAST_RETRY = 'retry = { initial = "50ms", max = "100ms", multiplier = 2.0, max_attempts = 5 }\n'
-
-
-@pytest.fixture
-async def ftp(tmp_path):
-    root = tmp_path / "ftp-root"
-    root.mkdir()
-    server = FtpServer(root)
-    await server.start_on()
-    yield server
-    BreakingPathIO.breaks = 0
-    await server.close()
-
-
-def ftp_toml(port: int, extra: str = "", name: str = "logs") -> str:
-    return (
-        base_toml()
-        + f'[destinations.{name}]\ntype = "ftp"\nhost = "127.0.0.1"\nport = {port}\n'
-        + 'username = "relay"\npassword = "s3cret"\ntimeout = "5s"\nupload_every = "1h"\n'
-        + extra
-        + f'[[routes]]\nevents = ["*"]\ndestinations = ["{name}"]\n'
-    )
 
 
 def events(n: int, prefix: str = "ev") -> list[dict]:

@@ -1,4 +1,5 @@
-"""The console's live picture survives a restart: it is rebuilt from the stored attempts.
+"""The console's live picture survives a restart: it is rebuilt from the stored attempts,
+and a pull destination's from the acks the store tallies per minute.
 
 `relay serve` runs as a real subprocess; the console is read, the daemon stopped and
 started again, and the console read again.
@@ -7,6 +8,7 @@ started again, and the console read again.
 from __future__ import annotations
 
 import signal
+from datetime import datetime
 from pathlib import Path
 
 import aiohttp
@@ -14,6 +16,7 @@ import pytest
 
 from relay.dispatch.activity import Activity
 
+from .. import pg
 from ..helpers import DaemonProcess, Receiver, base_toml, free_port, wait_for
 
 SECRET = '[tracking]\nsecrets = ["test-secret-test-secret"]\n'
@@ -40,10 +43,13 @@ async def daemon(tmp_path: Path):
     await receiver.stop()
 
 
-async def crm_row(http: aiohttp.ClientSession, url: str) -> dict:
+FEED = '[destinations.feed]\ntype = "pull"\n[[routes]]\nevents = ["*"]\ndestinations = ["feed"]\n'
+
+
+async def crm_row(http: aiohttp.ClientSession, url: str, name: str = "crm") -> dict:
     async with http.get(f"{url}/v1/admin/destinations") as r:
         assert r.status == 200
-        (row,) = [d for d in (await r.json())["destinations"] if d["name"] == "crm"]
+        (row,) = [d for d in (await r.json())["destinations"] if d["name"] == name]
         return row
 
 
@@ -93,3 +99,60 @@ async def test_the_forecast_warms_up_from_start_not_from_the_first_view(make_rel
     assert pending == 0 and abs(started - relay.runtime.started_at) < 5
     # A first view 45 s after start has a trend to show, not "measuring".
     assert activity.trend(600, now=started + 45) == pytest.approx(800)
+
+
+def storage_toml(backend: str, port: int) -> str:
+    if backend == "sqlite":
+        return base_toml(listen=f"127.0.0.1:{port}")
+    return (
+        f'[server]\nlisten = "127.0.0.1:{port}"\n'
+        f'[storage]\nbackend = "postgres"\ndsn = "{pg.fresh_schema_dsn()}"\n'
+        '[log]\ndispatch = "dispatch.log"\n'
+    )
+
+
+async def pull_and_ack(http: aiohttp.ClientSession, url: str, most: int) -> int:
+    async with http.get(f"{url}/v1/pull/feed", params={"max": str(most)}) as r:
+        assert r.status == 200
+        batch = await r.json()
+    async with http.post(f"{url}/v1/pull/feed/ack", json={"batch_id": batch["batch_id"]}) as r:
+        assert r.status == 200
+        return (await r.json())["acked"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_a_pull_destinations_acks_survive_a_kill(tmp_path: Path, backend: str):
+    """Pull acks write no attempt rows: the picture comes back from the store's ack tally,
+    after kill -9 too (an ack answered 200 is committed with its tally)."""
+    port = free_port()
+    config = tmp_path / "relay.toml"
+    config.write_text(storage_toml(backend, port) + FEED)
+    proc = DaemonProcess(config, port)
+    await proc.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            for i in range(5):
+                event = {"id": f"pa{i}", "event_type": "bounce", "email": f"u{i}@x.example"}
+                async with http.post(f"{proc.url}/v1/events", json=event) as r:
+                    assert r.status == 202
+            assert await pull_and_ack(http, proc.url, 3) == 3
+            assert await pull_and_ack(http, proc.url, 10) == 2
+            before = await crm_row(http, proc.url, "feed")
+            assert sum(before["series"]["delivered"]) == 5 and before["last_success"] is not None
+
+            proc.kill()
+            await proc.start()
+            after = await crm_row(http, proc.url, "feed")
+    finally:
+        if proc.proc is not None and proc.proc.poll() is None:
+            proc.kill()
+
+    assert after["last_success"] is not None, "the restart blanked the last ack"
+    # The live figure is taken as the ack is answered, the stored one as it commits.
+    stamp = datetime.fromisoformat
+    assert abs(stamp(after["last_success"]) - stamp(before["last_success"])).total_seconds() < 1
+    assert sum(after["series"]["delivered"]) == 5
+    assert after["failure_rate_1h"] == after["failure_rate_5m"] == 0.0
+    assert (after["pending"], after["delivered"]) == (0, 5)
+    # No client has pulled since the restart, and the store keeps no lease times.
+    assert after["detail"]["last_pull"] is None

@@ -23,7 +23,7 @@ async def test_tracking_is_spooled_while_postgres_is_down(make_relay, receiver, 
         '[[routes]]\nevents = ["*"]\ndestinations = ["hook"]\n'
     )
     relay = await make_relay(toml)
-    signer = relay.runtime.signer
+    signer = relay.runtime.current.signer
     pixel = relay.url + urlsplit(signer.url("open", email="a@example.com", sendid="s1")).path
     click = (
         relay.url

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
+from lxml import etree
 from prometheus_client.parser import text_string_to_metric_families
 
 from relay.domain.links import make_link
@@ -28,6 +29,7 @@ from relay.store.sqlite import SqliteStore
 
 from ..helpers import DaemonProcess, Receiver, RunningRelay, base_toml, free_port, wait_for
 
+SOAP_ENV = "http://schemas.xmlsoap.org/soap/envelope/"
 SECRET = '[tracking]\nsecrets = ["test-secret-test-secret"]\n'  # so start-up logs nothing else
 _names = itertools.count()
 
@@ -200,6 +202,118 @@ async def test_reload_keeps_a_bad_config_out_and_takes_a_good_one(tmp_path, daem
         await second.stop()
 
 
+def surfaces_toml(port: int, v: str, unsubscribe_on_get: bool, ip: str, read_only: bool) -> str:
+    """Everything a route surface reads per request, each value tagged with `v`."""
+    return base_toml(listen=f"127.0.0.1:{port}") + (
+        f'[ingest]\ntokens = ["ingest-{v}"]\n'
+        f'[tracking]\nsecrets = ["tracking-secret-{v}-tracking-secret"]\n'
+        f'unsubscribe_on_get = {str(unsubscribe_on_get).lower()}\nip = "{ip}"\n'
+        f'[console]\ntokens = ["console-{v}"]\nread_only = {str(read_only).lower()}\n'
+        f'[destinations.inbox]\ntype = "pull"\ntokens = ["pull-{v}"]\n' + route("inbox")
+    )
+
+
+async def test_reload_reaches_every_route_surface_at_its_next_request(tmp_path, daemons):
+    """A SIGHUP's tokens, tracking secrets and settings and console settings are what the
+    very next request to each surface is judged by: ingest, links, tracking, JSON and SOAP
+    pull, the admin API and the console."""
+    from .test_soap import decode, envelope
+
+    port = free_port()
+    config = tmp_path / "relay.toml"
+    config.write_text(
+        surfaces_toml(port, "a", unsubscribe_on_get=False, ip="full", read_only=False)
+    )
+    daemon = DaemonProcess(config, port)
+    daemons.append(daemon)
+    await daemon.start()
+    url = daemon.url
+
+    def bearer(token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
+    async with aiohttp.ClientSession() as http:
+
+        async def status(method: str, path: str, token: str, **kw) -> int:
+            async with http.request(method, url + path, headers=bearer(token), **kw) as r:
+                await r.read()
+                return r.status
+
+        async def link(token: str, kind: str, email: str) -> str:
+            body = {"kind": kind, "email": email}
+            async with http.post(f"{url}/v1/links", json=body, headers=bearer(token)) as r:
+                assert r.status == 200
+                return urlsplit((await r.json())["url"]).path
+
+        async def pulled(token: str) -> list[dict]:
+            async with http.get(f"{url}/v1/pull/inbox", headers=bearer(token)) as r:
+                assert r.status == 200
+                batch = await r.json()
+            if batch["batch_id"] is not None:
+                ack = {"batch_id": batch["batch_id"]}
+                assert await status("POST", "/v1/pull/inbox/ack", token, json=ack) == 200
+            return batch["events"]
+
+        async def soap_login(password: str) -> str:
+            call = envelope(None, "bus_facade_context", "login",
+                            {"userName": "inbox", "password": password})  # fmt: skip
+            headers = {"Content-Type": "text/xml"}
+            async with http.post(f"{url}/soap/pull", data=call, headers=headers) as r:
+                answer = etree.fromstring(await r.read()).find(f"{{{SOAP_ENV}}}Body")[0]
+            return decode(answer.find("return"))["result"]
+
+        pixel_a = await link("ingest-a", "open", "a@example.com")
+        unsub_a = await link("ingest-a", "unsub", "a@example.com")
+        async with http.get(url + pixel_a) as r:
+            assert r.status == 200
+        async with http.get(url + unsub_a) as r:  # a confirm page: records nothing
+            assert r.status == 200 and "<form" in await r.text()
+        assert await status("POST", "/v1/events", "ingest-a", json=bounce(1)) == 202
+        opened = [e for e in await pulled("pull-a") if e["event_type"] == "engine_open"]
+        assert opened[0]["engine_ip"] == "127.0.0.1"  # tracking.ip = "full"
+        assert await soap_login("pull-a") == "success"
+        assert await status("GET", "/v1/admin/destinations", "console-a") == 200
+        assert await status("POST", "/v1/admin/destinations/inbox/resume", "console-a") == 200
+        assert await status("GET", "/console/", "console-a") == 200
+
+        config.write_text(
+            surfaces_toml(port, "b", unsubscribe_on_get=True, ip="none", read_only=True)
+        )
+        daemon.proc.send_signal(signal.SIGHUP)
+        await wait_for(lambda: "reloaded destinations=1" in stderr_of(tmp_path), 5, "the reload")
+
+        # Ingest and links: the new token only.
+        assert await status("POST", "/v1/events", "ingest-a", json=bounce(2)) == 401
+        assert await status("POST", "/v1/events", "ingest-b", json=bounce(2)) == 202
+        assert await status("POST", "/v1/links", "ingest-a", json={"kind": "open"}) == 401
+        # Tracking: links signed with the old secret no longer verify; the new ones do, and
+        # the new [tracking] settings apply (the unsubscribe on GET, no engine_ip kept).
+        async with http.get(url + unsub_a) as r:
+            assert r.status == 404
+        async with http.get(url + await link("ingest-b", "unsub", "b@example.com")) as r:
+            assert r.status == 200 and "You are unsubscribed" in await r.text()
+        async with http.get(url + await link("ingest-b", "open", "b@example.com")) as r:
+            assert r.status == 200
+        # The JSON pull and the SOAP login: the new destination token only.
+        async with http.get(f"{url}/v1/pull/inbox", headers=bearer("pull-a")) as r:
+            assert r.status == 401
+        events = {e["event_type"]: e for e in await pulled("pull-b")}
+        assert sorted(events) == ["bounce", "engine_open", "engine_unsub"]
+        assert events["engine_unsub"]["email"] == "b@example.com"
+        assert "engine_ip" not in events["engine_open"]  # tracking.ip = "none"
+        assert await soap_login("pull-a") == "error"
+        assert await soap_login("pull-b") == "success"
+        # The admin API and the console: the new console token, and read-only.
+        assert await status("GET", "/v1/admin/destinations", "console-a") == 401
+        assert await status("GET", "/v1/admin/destinations", "console-b") == 200
+        assert await status("POST", "/v1/admin/destinations/inbox/resume", "console-b") == 403
+        assert await status("GET", "/console/", "console-a") == 401
+        assert await status("GET", "/console/", "console-b") == 200
+
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert await exit_code(daemon.proc, STOP_GRACE_S + 5) == 0
+
+
 # -- SIGTERM under load --------------------------------------------------------------------
 
 
@@ -353,7 +467,7 @@ async def scraped(relay: RunningRelay, name: str, **labels: str) -> float:
 async def test_metrics_move_as_events_flow(make_relay, receiver):
     relay = await make_relay(base_toml() + hook("crm", receiver.url) + route("crm"))
     assert (await relay.post_events([bounce(i) for i in range(3)])).status == 202
-    pixel = make_link(relay.runtime.signer, {"kind": "open", "email": "a@example.com"})
+    pixel = make_link(relay.runtime.current.signer, {"kind": "open", "email": "a@example.com"})
     async with relay.http.get(relay.url + urlsplit(pixel).path) as r:
         assert r.status == 200
     async with relay.http.get(f"{relay.url}/no/such/page") as r:

@@ -13,13 +13,40 @@ import orjson
 import pytest
 
 from relay.models import Attempt, State
-from relay.store import ATTEMPTS_KEPT, AttemptFilter, AuditEntry, ReplayFilter
+from relay.store import ATTEMPTS_KEPT, AckHistory, AttemptFilter, AuditEntry, ReplayFilter
 
 from .test_store import backend, ev, store  # noqa: F401 - fixtures
 
 
 def attempt(dest: str = "a", status: int | None = 200, error: str | None = None) -> Attempt:
     return Attempt(dest, time.time(), status, 12.5, error, "ok" if error is None else "nope")
+
+
+async def test_ack_history_tallies_each_pull_batch_in_its_minute(store):
+    """A pull ack writes no attempts, so the store tallies its batches: the events per
+    minute and the newest batch, however old, for the live picture after a restart."""
+    await store.append([ev("feed", id=f"k{i}") for i in range(5)])
+    first = await store.claim("feed", 3, 60)
+    assert len(await store.ack_lease("feed", first[0].lease)) == 3
+    second = await store.claim("feed", 10, 60)
+    assert len(await store.ack_lease("feed", second[0].lease)) == 2
+    now = time.time()
+    history = await store.ack_history("feed", now - 3600)
+    assert sum(n for _, n in history.minutes) == 5  # the two may fall in two minutes
+    assert all(0 <= int(now // 60) - m <= 1 for m, _ in history.minutes)
+    assert history.last is not None
+    ts, n, batch = history.last
+    assert (n, batch) == (2, second[0].lease) and now - 60 < ts <= now
+    # An ack that finds nothing held (acked already, another destination's) adds nothing.
+    assert await store.ack_lease("feed", second[0].lease) == []
+    assert await store.ack_lease("other", first[0].lease) == []
+    assert await store.ack_history("feed", now - 3600) == history
+    assert await store.ack_history("other", now - 3600) == AckHistory([], None)
+    # Older than the window: no minutes, but the newest batch is still known.
+    assert await store.ack_history("feed", now + 120) == AckHistory([], history.last)
+    # Retention drops the tally with the deliveries it counted.
+    await store.purge(now + 120)
+    assert await store.ack_history("feed", now - 3600) == AckHistory([], None)
 
 
 async def test_event_shows_each_delivery_with_its_attempts(store):

@@ -12,9 +12,10 @@ import pytest
 
 from relay.domain.tokens import Signer
 
+from .. import mailftp
 from ..helpers import Receiver, base_toml, wait_for
 from ..integration.test_cli import cli
-from ..mailftp import FtpServer, Mailbox, attached_events, flush_cli, smtp_server, summary_text
+from ..mailftp import Mailbox, attached_events, flush_cli, smtp_server, summary_text
 
 ID = "идент-ü-1"
 HOSTILE = "line one\r\nX-Forged: yes\n\x1b[2J\x1b]0;pwned\x07\u202eevil\x00end"
@@ -77,24 +78,9 @@ async def test_any_id_is_delivered_by_email_with_an_ascii_message_id(make_relay,
     )
 
 
-@pytest.fixture
-async def ftp(tmp_path):
-    root = tmp_path / "ftp-root"
-    root.mkdir()
-    server = FtpServer(root)
-    await server.start_on()
-    yield server
-    await server.close()
-
-
 def ftp_toml(port: int, extra: str = "") -> str:
-    return (
-        base_toml()
-        + f'[destinations.logs]\ntype = "ftp"\nhost = "127.0.0.1"\nport = {port}\n'
-        + 'username = "relay"\npassword = "s3cret"\ntimeout = "5s"\nupload_every = "1h"\n'
-        + 'retry = { initial = "50ms", max = "100ms", max_attempts = 5 }\n'
-        + extra
-        + ROUTE.format(name="logs")
+    return mailftp.ftp_toml(
+        port, 'retry = { initial = "50ms", max = "100ms", max_attempts = 5 }\n' + extra
     )
 
 

@@ -199,3 +199,35 @@ async def test_a_browsers_cross_site_post_is_refused(relay):
     ) as resp:
         assert resp.status == 403
         assert b"cross-site requests are refused" in await resp.read()
+
+
+@pytest.mark.parametrize(
+    "origin", ["http://evil.example", "null", "https://127.0.0.1.evil.example"]
+)
+async def test_a_foreign_origin_without_fetch_metadata_is_refused(relay, origin):
+    """An older browser sends no Sec-Fetch-Site: only its Origin tells the post is foreign.
+    The refusal is a Fault, the login never happens, and the queue is untouched."""
+    async with relay.http.post(
+        f"{relay.url}/soap/pull",
+        data=envelope(None, "bus_facade_context", "login", {"userName": "feed", "password": TOKEN}),
+        headers={"Content-Type": "text/xml", "Origin": origin},
+    ) as resp:
+        status, text = resp.status, await resp.read()
+    assert (status, resp.content_type) == (403, "text/xml")
+    fault = etree.fromstring(text).find(f"{{{ENV}}}Body/{{{ENV}}}Fault")
+    assert fault is not None, text
+    assert fault.findtext("faultcode") == "SOAP-ENV:Client"
+    assert fault.findtext("faultstring") == "cross-site requests are refused"
+    assert b"beanId" not in text
+    await still_serves(relay)
+
+
+async def test_relays_own_origin_is_served(relay):
+    """A page relay itself serves may call the endpoint: its Origin is relay's own."""
+    async with relay.http.post(
+        f"{relay.url}/soap/pull",
+        data=envelope(None, "bus_facade_context", "login", {"userName": "feed", "password": TOKEN}),
+        headers={"Content-Type": "text/xml", "Origin": relay.url},
+    ) as resp:
+        assert resp.status == 200
+        assert b"beanId" in await resp.read()

@@ -24,12 +24,15 @@ import jinja2
 import orjson
 from aiohttp import web
 
-from ..common import RUNTIME, JsonError
+from ...current import Current
+from ..common import JsonError
 
 log = logging.getLogger("relay.console")
 
 ACTOR = web.RequestKey("console_actor", str)
 JINJA = web.AppKey("console_jinja", jinja2.Environment)
+# The config in force (tokens, read-only, what the pages show), set by `views.add_routes`.
+CURRENT = web.AppKey("console_current", Current)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 HEADERS = {
     "Content-Security-Policy": (
@@ -43,13 +46,9 @@ HEADERS = {
 }
 
 
-def is_console(request: web.BaseRequest) -> bool:
-    return request.path == "/console" or request.path.startswith("/console/")
-
-
 def render(name: str, request: web.Request, ctx: dict[str, Any], status: int = 200) -> web.Response:
     """A template with what every page shows (who, read-only) added to `ctx`."""
-    cfg = request.app[RUNTIME].config.console
+    cfg = request.app[CURRENT].config.console
     common = {"actor": request.get(ACTOR, ""), "read_only": cfg.read_only, "path": request.path}
     return aiohttp_jinja2.render_template(
         name, request, {"flash": None, **common, **ctx}, app_key=JINJA, status=status
@@ -70,27 +69,28 @@ def error_page(
 Check = Callable[[web.BaseRequest], None]
 
 
-def console_guard(check: Check) -> Any:
-    """The console's middleware, which also runs `check` (`relay.web.guard`) for every
-    request just before its handler: one middleware layer for both, and under /console
-    the check's refusals become HTML pages like every console error."""
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-        if not is_console(request):
-            check(request)
-            return await handler(request)
-        return await _console(request, handler, check)
-
-    return middleware
+async def serve(request: web.Request, handler: Any, check: Check) -> web.StreamResponse:
+    """A console request: `relay.web.front` hands every request under /console here. It
+    runs `check` (`relay.web.guard`) just before the handler, so the check's refusals
+    become HTML pages like every console error, and puts the security headers on every
+    answer (a streamed one sets them itself, before it starts)."""
+    try:
+        response = await _console(request, handler, check)
+    except web.HTTPException as exc:  # a redirect: errors became pages
+        exc.headers.update(HEADERS)
+        raise
+    if not response.prepared:
+        response.headers.update(HEADERS)
+    return response
 
 
 async def _console(request: web.Request, handler: Any, check: Check) -> web.StreamResponse:
     from ..auth import console_actor
 
     try:
-        request[ACTOR] = console_actor(request)
-        if request.method not in SAFE_METHODS and request.app[RUNTIME].config.console.read_only:
+        config = request.app[CURRENT].config  # per request: reloaded tokens count at once
+        request[ACTOR] = console_actor(request, config)
+        if request.method not in SAFE_METHODS and config.console.read_only:
             return error_page(request, 403, "The console is read-only (console.read_only).")
         check(request)
         return await handler(request)
@@ -109,8 +109,3 @@ async def _console(request: web.Request, handler: Any, check: Check) -> web.Stre
     except Exception:
         log.exception("console error on %s %s", request.method, request.path)
         return error_page(request, 500, "Internal error (see the daemon's log).")
-
-
-async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    if is_console(request):
-        response.headers.update(HEADERS)

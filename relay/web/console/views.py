@@ -22,20 +22,22 @@ import orjson
 from aiohttp import web
 
 from ...admin import Admin
-from ...config import HttpDestination
+from ...config import Config, HttpDestination
 from ...config.reader import parse_duration
+from ...current import Current
 from ...destinations.http import build_request
+from ...dispatch.log import DispatchLog
 from ...domain.replay import ReplayError, ReplayRequest
 from ...models import Claimed
 from ...store import AttemptFilter
-from ..common import RUNTIME
 from . import live
-from .guard import ACTOR, JINJA, Check, console_guard, render, security_headers
+from .guard import ACTOR, CURRENT, HEADERS, JINJA, render
 from .render import FILTERS
 
 log = logging.getLogger("relay.console")
 HERE = Path(__file__).parent
 LIVE = web.AppKey("console_live", live.LiveTail)
+ADMIN = web.AppKey("console_admin", Admin)  # one for the app's life, shared with the admin API
 PAGE = 50  # attempts and dead letters per page
 OUTCOMES = ("delivered", "retry", "dead", "failed")
 TAIL_OUTCOMES = ("delivered", "retry", "dead", "leased", "acked")
@@ -87,8 +89,8 @@ class OverdueCache:
         self.at = 0.0
         self.task: asyncio.Task | None = None
 
-    async def get(self, a: Admin) -> list[dict[str, Any]]:
-        ttl = min(30.0, a.runtime.config.console.unsub_deadline_s / 10)
+    async def get(self, a: Admin, deadline_s: float) -> list[dict[str, Any]]:
+        ttl = min(30.0, deadline_s / 10)
         if self.value is None:
             await self._refresh(a)
         elif time.monotonic() - self.at > ttl and self.task is None:
@@ -129,11 +131,12 @@ def parse_time(value: str, field: str) -> float | None:
 
 
 def admin(request: web.Request) -> Admin:
-    return Admin(request.app[RUNTIME])
+    return request.app[ADMIN]
 
 
-def config(request: web.Request):
-    return request.app[RUNTIME].config
+def config(request: web.Request) -> Config:
+    """The config in force: a reload counts at the next request."""
+    return request.app[CURRENT].config
 
 
 def known_destination(request: web.Request, name: str) -> None:
@@ -170,7 +173,9 @@ def qs(**params: Any) -> str:
 async def overview(request: web.Request) -> web.Response:
     a = admin(request)
     rows, overdue, audit = await asyncio.gather(
-        a.destinations(), request.app[OVERDUE].get(a), a.audit_log(20)
+        a.destinations(),
+        request.app[OVERDUE].get(a, config(request).console.unsub_deadline_s),
+        a.audit_log(20),
     )
     return page(
         "overview.html",
@@ -343,7 +348,7 @@ async def tail_stream(request: web.Request) -> web.StreamResponse:
     if last > tail.last_id:  # not an id of this run: start from now
         last = tail.last_id
     response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no"}
+        headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no", **HEADERS}
     )
     await response.prepare(request)
     await response.write(b"retry: 2000\n\n")
@@ -468,9 +473,12 @@ async def replay(request: web.Request) -> web.Response:
 # -- wiring ------------------------------------------------------------------------------------
 
 
-def add_routes(app: web.Application, check: Check) -> None:
-    """Pages, actions, static files, the live tail and the security middleware (which
-    runs `check`, the whole surface's guard, innermost: see `console_guard`)."""
+def add_routes(
+    app: web.Application, admin: Admin, current: Current, dispatch_log: DispatchLog
+) -> None:
+    """Pages, actions, static files and the live tail (fed by `dispatch_log`). Their auth,
+    error pages and headers are `guard.serve`, which `relay.web.front` runs for every
+    request under /console."""
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -480,13 +488,12 @@ def add_routes(app: web.Application, check: Check) -> None:
         default_helpers=False,
         undefined=jinja2.StrictUndefined,
     )
-    app.middlewares.append(console_guard(check))
-    app.on_response_prepare.append(security_headers)
+    app[ADMIN] = admin
+    app[CURRENT] = current
     app[FLASHES] = Flashes()
     app[OVERDUE] = OverdueCache()
     tail = app[LIVE] = live.LiveTail()
-    runtime = app[RUNTIME]
-    runtime.log.listeners.add(tail.feed)
+    dispatch_log.listeners.add(tail.feed)
 
     async def on_shutdown(app: web.Application) -> None:
         tail.close()  # open streams end now: shutdown does not wait for them
@@ -494,7 +501,7 @@ def add_routes(app: web.Application, check: Check) -> None:
             task.cancel()
 
     async def on_cleanup(app: web.Application) -> None:
-        runtime.log.listeners.discard(tail.feed)
+        dispatch_log.listeners.discard(tail.feed)
 
     app.on_shutdown.append(on_shutdown)
     app.on_cleanup.append(on_cleanup)
