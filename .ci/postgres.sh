@@ -17,7 +17,7 @@ port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 as_pg "$bin/initdb" -D "$dir/data" -U postgres -A trust --no-sync >/dev/null
 opts="-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300"
-echo "$opts" >"$dir/start-opts"  # tests/pg.py's Cluster starts it again with these
+echo "$opts" >"$dir/start-opts"  # for a restart (see Usage); tests/pg.py's Cluster uses the same
 as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w start -o "$opts" >/dev/null
 as_pg "$bin/psql" -h "$dir" -p "$port" -U postgres -q -c "CREATE DATABASE relay_test" >/dev/null
 echo "postgresql://postgres@127.0.0.1:$port/relay_test"
