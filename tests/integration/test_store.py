@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import orjson
 import pytest
 
@@ -762,3 +763,25 @@ async def test_a_node_cannot_ack_a_delivery_another_node_took_over():
     finally:
         await one.close()
         await two.close()
+
+
+async def test_an_ack_the_database_refuses_fails_and_the_next_ack_still_works():
+    """A refused ack reaches its dispatcher (which then lets the lease run out) instead of
+    leaving it waiting for ever, and the ack flusher carries on for the next one."""
+    dsn = pg.fresh_schema_dsn()
+    store = PostgresStore(dsn)
+    await store.open()
+    try:
+        await store.append([ev("a", id="rf1"), ev("a", id="rf2")])
+        first, second = await store.claim("a", 10, 3600)
+        pg.execute("ALTER TABLE deliveries RENAME TO deliveries_away", dsn)
+        try:
+            with pytest.raises(asyncpg.UndefinedTableError):
+                await asyncio.wait_for(store.ack([first]), 10)
+        finally:
+            pg.execute("ALTER TABLE deliveries_away RENAME TO deliveries", dsn)
+        await asyncio.wait_for(store.ack([second]), 10)
+        s = await dest_stats(store, "a")
+        assert (s["leased"], s["delivered"]) == (1, 1)
+    finally:
+        await store.close()
