@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from .config import Config, PullDestination
+from .config import Config, PullDestination, round_period_s
 from .dispatch.activity import Activity
 from .dispatch.log import DispatchLog, iso_ms
 from .domain.replay import ReplayRequest
@@ -179,7 +179,7 @@ class Admin:
                 "last_error": self._last_error(last_error),
                 "paused_until": iso_ms(self.runtime.paused.get(name)),
                 "forecast": forecast(
-                    s.pending if s else 0, state, act, bool(getattr(dest, "period_s", None))
+                    s.pending if s else 0, state, act, bool(round_period_s(dest))
                 ),
                 "series": {"delivered": delivered, "failed": failed},
                 "detail": self._type_detail(name, dest, act, now),
@@ -205,7 +205,7 @@ class Admin:
             return {"last_pull": iso_ms(act.last_sent) if act else None}
         d = self.runtime.dispatchers.get(name)
         detail: dict[str, Any] = {}
-        period = getattr(dest, "period_s", None)
+        period = round_period_s(dest)
         if period:
             detail["next_round"] = iso_ms((now // period + 1) * period)
             if act and act.last_success:

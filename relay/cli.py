@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING
 import orjson
 
 from . import __version__, tail
-from .config import Config, ConfigError, HttpDestination, find_config, load, node_name
+from .config import (
+    Config,
+    ConfigError,
+    HttpDestination,
+    PullDestination,
+    find_config,
+    load,
+    node_name,
+)
 from .config.reader import parse_duration, parse_listen
 from .dispatch.log import DispatchLog
 from .domain.replay import ReplayError, ReplayRequest
@@ -254,7 +262,7 @@ def cmd_check_config(args: argparse.Namespace, config: Config) -> int:
         if isinstance(d, HttpDestination):
             where = f"{d.method} {d.url} ({d.format})"
         else:
-            where = d.describe() if hasattr(d, "describe") else "pull API"
+            where = "pull API" if isinstance(d, PullDestination) else d.describe()
         print(f"  {name:<16} {d.type:<5} {where}")
     if not config.routes:
         print("routes: none (routes = []: every event is unrouted)")

@@ -1,8 +1,8 @@
 """Taking events in: the one door every event passes through on its way to the store.
 
 The ingest API (validated: all or nothing), the tracking handlers (built by relay itself,
-trusted) and the spool drain all hand their events to one `Intake`, built by the daemon
-and given to the routes (`web.common.INTAKE`). It routes and serialises each event, sheds
+trusted) and the spool drain all hand their events to one `Intake`, built by the daemon;
+the app factory gives it to the ingest and tracking surfaces' constructors. It routes and serialises each event, sheds
 load when the writer is behind, appends (returning once committed), counts what was stored
 and what was a duplicate, wakes the dispatchers of the destinations that got work, and,
 for tracking events while PostgreSQL is away, keeps them in the local spool.

@@ -47,6 +47,12 @@ async def make_relay(tmp_path):
         await relay.stop()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Make the clusters' template now, beside the tests that run first, if any will need it."""
+    if any("cluster" in getattr(item, "fixturenames", ()) for item in items):
+        pg.TEMPLATE.prepare()
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[pg.Cluster]:
     """A PostgreSQL cluster of the module's own, which its tests may stop and start."""

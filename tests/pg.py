@@ -13,6 +13,7 @@ import functools
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -50,15 +51,80 @@ def _pg_ctl(where: Path, *args: str, check: bool = True) -> None:
     subprocess.run(cmd, capture_output=True, check=check)
 
 
+class _Template:
+    """A stopped cluster, with its `relay_test` database, that each `Cluster` copies.
+
+    initdb is the slow part of a cluster (7-14 s on two busy cores with stress-ng beside
+    it), and a module's `cluster` fixture is set up inside its first test's timeout: that
+    cost alone took most of the minute. `prepare()` runs it once, in the background, as soon
+    as collection shows a test that needs a cluster; a copy and a start take well under a
+    second.
+    """
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._where: Path | None = None
+        self._error: BaseException | None = None
+
+    def prepare(self) -> None:
+        if self._thread is None:
+            where = Path(tempfile.mkdtemp(prefix="relay-pg-template-"))
+            self._thread = threading.Thread(target=self._make, args=(where,), daemon=True)
+            self._thread.start()
+            atexit.register(self._remove, where)
+
+    def _make(self, where: Path) -> None:
+        try:
+            subprocess.run(["bash", str(SCRIPT), str(where)], check=True, capture_output=True)
+            _pg_ctl(where, "stop", "-m", "fast", "-w")
+            self._where = where
+        except BaseException as exc:  # raised again in the test that needs the cluster
+            self._error = exc
+
+    def _remove(self, where: Path) -> None:
+        """At exit, even of a run that never needed it: let a start under way finish first,
+        so no server is left running."""
+        assert self._thread is not None
+        self._thread.join()
+        _stop(where)
+
+    def data(self) -> Path:
+        """The template's data directory, once made (made here if nobody asked before)."""
+        self.prepare()
+        assert self._thread is not None
+        self._thread.join()
+        if self._where is None:
+            raise AssertionError(f"the PostgreSQL template cluster failed: {self._error!r}")
+        return self._where / "data"
+
+
+TEMPLATE = _Template()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class Cluster:
-    """A PostgreSQL cluster of a test's own, which it may stop and start again (outages)."""
+    """A PostgreSQL cluster of a test's own, which it may stop and start again (outages):
+    a copy of `TEMPLATE` on a port and socket directory of its own."""
 
     def __init__(self) -> None:
         self.where = Path(tempfile.mkdtemp(prefix="relay-pg-own-"))
-        out = subprocess.run(
-            ["bash", str(SCRIPT), str(self.where)], check=True, capture_output=True, text=True
+        # cp -a keeps the owner (`postgres`: initdb refuses root) and the 0700 the server wants.
+        subprocess.run(["cp", "-a", str(TEMPLATE.data()), str(self.where / "data")], check=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.where, "postgres", "postgres")  # its socket and log go here
+        port = _free_port()
+        opts = (
+            f"-p {port} -k {self.where} -c listen_addresses=127.0.0.1 -c fsync=off"
+            " -c max_connections=300"
         )
-        self.dsn = out.stdout.strip().splitlines()[-1]
+        (self.where / "start-opts").write_text(opts)
+        self.start()
+        self.dsn = f"postgresql://postgres@127.0.0.1:{port}/relay_test"
 
     def stop(self) -> None:
         """A fast shutdown: every connection is cut, the server is gone until `start`."""

@@ -29,11 +29,12 @@ from .destinations import (
     parse_email,
     parse_ftp,
     parse_sftp,
+    round_period_s,
 )
 from .reader import ConfigError, Table, is_loopback, parse_duration, parse_listen
 from .schema import DESTINATION_TYPES
 
-__all__ = ["Config", "ConfigError", "find_config", "load", "node_name"]
+__all__ = ["Config", "ConfigError", "find_config", "load", "node_name", "round_period_s"]
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 SEARCH_PATH = ("relay.toml", "/etc/relay/relay.toml")

@@ -273,3 +273,9 @@ def _file(t: Table, key: str, base_dir: Path) -> Path | None:
         t.problem(f"no such file: {path}", key)
         return None
     return path
+
+
+def round_period_s(dest: object) -> float:
+    """Seconds between a periodic destination's rounds (a digest, an upload); 0 when it
+    sends each event on its own (http, pull, an email with `digest = 0`)."""
+    return dest.period_s if isinstance(dest, EmailDestination | Uploads) else 0.0

@@ -1,11 +1,11 @@
 """The aiohttp application: routes, health, metrics and the OpenAPI document.
 
-`create_app` is where the web side gets the whole `Runtime` (the request guard and the
-probes keep it; the guard for the config in force): it builds each route surface once from
-the parts that surface uses (the intake, the bot memory, one `Admin`, the pull's lease and
-ack, the `Current` config and signer a reload swaps) and registers its bound methods. The
-console's pages, module functions, read the same parts from typed app keys it sets. No
-route module imports the runtime.
+`create_app` is where the web side gets the whole `Runtime` (only the probes keep it): it
+builds each route surface once from the parts that surface uses (the intake, the bot
+memory, one `Admin`, the pull's lease and ack, the `Current` config and signer a reload
+swaps) and registers its bound methods; the guard gets `Current` too. The console's pages,
+module functions, read the same parts from typed app keys it sets. No route module
+imports the runtime.
 """
 
 from __future__ import annotations
@@ -79,6 +79,6 @@ def create_app(runtime: Runtime) -> web.Application:
     # One middleware: the request counted, the guard just before every handler (after the
     # console's auth under /console), errors as JSON (as HTML pages under /console).
     app.middlewares.append(
-        front(runtime.metrics.request, guard.install(app, runtime).check, console.serve)
+        front(runtime.metrics.request, guard.install(app, current).check, console.serve)
     )
     return app

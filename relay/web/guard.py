@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from ..config import Config, PullDestination
-from ..runtime import Runtime
+from ..current import Current
 from .common import JsonError
 from .limits import ConnectionLimits
 
@@ -157,6 +157,20 @@ class Policy:
         return self.allowed_hosts
 
 
+def old_browser_lease(request: web.BaseRequest, policy: Policy) -> bool:
+    """A pull lease with no token, by what says it is a browser (every browser's
+    `User-Agent` begins `Mozilla/`) yet sends neither `Sec-Fetch-Site` nor `Origin`: an
+    older browser, which a page on any site can make lease the feed with an `<img>` (it
+    cannot read the answer, but the events would be hidden for a lease period). A pull
+    client or curl, and every current browser (they send Fetch Metadata), are not this."""
+    path = request.path
+    return (
+        path.startswith("/v1/pull/")
+        and policy.tokenless(path)
+        and request.headers.get("User-Agent", "").startswith("Mozilla/")
+    )
+
+
 def refusal(request: web.BaseRequest, policy: Policy) -> JsonError | None:
     """Why this request must not reach its handler, or None. The whole policy, in order."""
     path = request.path
@@ -189,6 +203,12 @@ def refusal(request: web.BaseRequest, policy: Policy) -> JsonError | None:
     origin = headers.get("Origin")
     if origin is not None and not own_origin(request, origin.lower()):
         return JsonError(403, f"cross-site request refused (Origin: {origin[:100]})")
+    if site is None and origin is None and not unsafe and old_browser_lease(request, policy):
+        return JsonError(
+            403,
+            "a browser that sends no Fetch Metadata cannot lease a pull feed without a token:"
+            " give the destination tokens, or pull with a client",
+        )
     # A Bearer token is never attached by a browser on its own, so a route that needs one
     # checks its body type itself, after the token (a stranger learns nothing); Basic
     # credentials are, so the admin API is always checked here.
@@ -217,19 +237,19 @@ class Guard:
 
     Not a middleware of its own: the console's middleware calls `check` just before its
     handler (so a console refusal becomes an HTML page, as before), which spares every
-    request one middleware layer. It holds the runtime and limits itself rather than
-    looking them up in the app per request; the policy follows a reloaded config.
+    request one middleware layer. It is given the config in force (`Current`) and the
+    limits rather than looking them up per request; the policy follows a reloaded config.
     """
 
-    def __init__(self, runtime: Runtime, limits: ConnectionLimits) -> None:
-        self._runtime = runtime
+    def __init__(self, current: Current, limits: ConnectionLimits) -> None:
+        self._current = current
         self.limits = limits
         self._config: Config | None = None
         self._policy: Policy | None = None
 
     def check(self, request: web.BaseRequest) -> None:
         """Raise the `JsonError` this request gets instead of its handler's answer, if any."""
-        config = self._runtime.config
+        config = self._current.config
         policy = self._policy
         if config is not self._config or policy is None:
             policy = self._policy = Policy.of(config)
@@ -246,11 +266,11 @@ class Guard:
             raise JsonError(503, "too many open connections (server.max_connections)", CROWDED)
 
 
-def install(app: web.Application, runtime: Runtime) -> Guard:
+def install(app: web.Application, current: Current) -> Guard:
     """The guard and the connection limits the listening site shares with it (`LIMITS`);
-    the caller hands `Guard.check` to the console's middleware, which runs it innermost."""
-    server = runtime.config.server
+    the caller hands `Guard.check` to the one middleware (`relay.web.front`)."""
+    server = current.config.server
     limits = app[LIMITS] = ConnectionLimits(
         server.head_timeout_s, server.body_timeout_s, server.max_connections
     )
-    return Guard(runtime, limits)
+    return Guard(current, limits)

@@ -124,6 +124,31 @@ async def test_a_cross_site_pull_does_not_lease(relay):
         assert len((await resp.json())["events"]) == 3
 
 
+async def test_an_old_browser_without_fetch_metadata_does_not_lease(relay):
+    """What an `<img src>` from another site looks like in a browser older than Fetch
+    Metadata: a browser's User-Agent, no Sec-Fetch-*, no Origin."""
+    before = await state(relay)
+    old = {"User-Agent": "Mozilla/5.0 (Windows NT 6.1; rv:60.0) Gecko/20100101 Firefox/60.0"}
+    async with relay.http.get(f"{relay.url}/v1/pull/feed", headers=old) as resp:
+        assert resp.status == 403
+        assert "Fetch Metadata" in (await resp.json())["error"]
+    assert await state(relay) == before
+    typed = {**old, "Sec-Fetch-Site": "none", "Sec-Fetch-Mode": "navigate"}  # a current one
+    async with relay.http.get(f"{relay.url}/v1/pull/feed?max=1", headers=typed) as resp:
+        assert resp.status == 200
+        assert len((await resp.json())["events"]) == 1
+
+
+async def test_an_old_browser_still_pulls_a_feed_with_a_token(make_relay):
+    """A token is what a page cannot attach: a browser with it is someone's own script."""
+    relay = await make_relay(base_toml() + PULL.replace('"pull"\n', '"pull"\ntokens = ["pt"]\n'))
+    assert (await relay.post_events([BOUNCE])).status == 202
+    headers = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64)", "Authorization": "Bearer pt"}
+    async with relay.http.get(f"{relay.url}/v1/pull/feed", headers=headers) as resp:
+        assert resp.status == 200
+        assert [e["id"] for e in (await resp.json())["events"]] == ["b-1"]
+
+
 REBIND = ["rebind.attacker.example:8080", "rebind.attacker.example", "127.0.0.1.nip.io", "0x7f.1"]
 
 
