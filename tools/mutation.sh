@@ -78,6 +78,8 @@ source_paths = relay/
 only_mutate =
     relay/store/sqlite.py
     relay/store/postgres.py
+also_copy =
+    .ci/
 pytest_add_cli_args_test_selection =
     tests/integration/test_store.py
     tests/integration/test_store_history.py

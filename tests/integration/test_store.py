@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import orjson
 import pytest
 
@@ -744,15 +745,13 @@ async def test_a_node_cannot_ack_a_delivery_another_node_took_over():
     await two.open()
     try:
         await one.append([ev("a", id="nt1")])
-        [old] = await one.claim("a", 1, 0.05)  # each node's first claim
-        again: list[Claimed] = []
+        [old] = await one.claim("a", 1, 0.05)
 
-        async def taken_over() -> bool:
-            again.extend(await two.claim("a", 1, 60))
-            return bool(again)
+        async def expired() -> bool:
+            return (await dest_stats(two, "a"))["pending"] == 1
 
-        await wait_for(taken_over, 5, "the expired lease to be claimable on the other node")
-        [new] = again
+        await wait_for(expired, 5, "the lease to run out")
+        [new] = await two.claim("a", 1, 60)  # each node's first claim
         assert new.lease != old.lease
         await one.ack([old])  # the first node's late success report
         s = await dest_stats(two, "a")
@@ -762,3 +761,25 @@ async def test_a_node_cannot_ack_a_delivery_another_node_took_over():
     finally:
         await one.close()
         await two.close()
+
+
+async def test_an_ack_the_database_refuses_fails_and_the_next_ack_still_works():
+    """A refused ack reaches its dispatcher (which then lets the lease run out) instead of
+    leaving it waiting for ever, and the ack flusher carries on for the next one."""
+    dsn = pg.fresh_schema_dsn()
+    store = PostgresStore(dsn)
+    await store.open()
+    try:
+        await store.append([ev("a", id="rf1"), ev("a", id="rf2")])
+        first, second = await store.claim("a", 10, 3600)
+        pg.execute("ALTER TABLE deliveries RENAME TO deliveries_away", dsn)
+        try:
+            with pytest.raises(asyncpg.UndefinedTableError):
+                await asyncio.wait_for(store.ack([first]), 10)
+        finally:
+            pg.execute("ALTER TABLE deliveries_away RENAME TO deliveries", dsn)
+        await asyncio.wait_for(store.ack([second]), 10)
+        s = await dest_stats(store, "a")
+        assert (s["leased"], s["delivered"]) == (1, 1)
+    finally:
+        await store.close()
