@@ -82,6 +82,8 @@ class Daemon:
         node = store.node  # several nodes share a PostgreSQL queue
         dispatch_log = DispatchLog(config.dispatch_log, node)
         self.runtime = runtime = Runtime(config, store, dispatch_log, metrics, wakeups, intake)
+        await runtime.refresh_paused()
+        await runtime.restore_pictures()  # before listening: the first answer shows them
         app = create_app(runtime)
         self._runner = web.AppRunner(
             app,
@@ -100,8 +102,7 @@ class Daemon:
             where = f"{config.server.host}:{config.server.port}"
             raise StartupError(f"cannot listen on {where}: {exc.strerror or exc}") from None
         self.port = self._runner.addresses[0][1]
-        await runtime.refresh_paused()
-        await runtime.start_dispatchers()
+        await runtime.start_dispatchers()  # after listening: a port in use delivers nothing
         # Everything made so far lives as long as the process: keep the collector off it,
         # and collect young objects less often (ingest makes many short-lived dicts).
         gc.freeze()

@@ -118,9 +118,11 @@ class Runtime:
     def is_paused(self, destination: str) -> bool:
         return destination in self.paused
 
-    async def start_dispatchers(self) -> None:
-        """Start a dispatcher per push destination, each with its live picture rebuilt from
-        the store; note every backlog now, so the forecast's warm-up counts from start."""
+    async def restore_pictures(self) -> None:
+        """Rebuild every destination's live picture from the store (the last hour's attempts
+        or acks, the last success and failure) and note every backlog now, so the forecast's
+        warm-up counts from start. The daemon does this before it listens, so its very first
+        answer (console, admin API) already shows them."""
         stats = await self.store.stats()
         now = time.time()
         for dest in self.config.destinations.values():
@@ -128,16 +130,22 @@ class Runtime:
                 activity = self.outcomes.activity(dest.name)
                 await self._restore_acks(dest.name, activity)
             else:
-                await self._start(dest)
-                activity = self.outcomes.activity(dest.name)
+                activity = self.outcomes.restart(dest.name)
+                await self._restore(dest.name, activity)
             s = stats.destinations.get(dest.name)
             activity.trend(s.pending if s else 0, now)
 
-    async def _start(self, dest: PushDestination) -> Dispatcher:
+    async def start_dispatchers(self) -> None:
+        """Start a dispatcher per push destination, on the pictures `restore_pictures` made."""
+        for dest in self.config.destinations.values():
+            if not isinstance(dest, PullDestination):
+                await self._start(dest, restore=False)
+
+    async def _start(self, dest: PushDestination, restore: bool = True) -> Dispatcher:
         dispatcher = make_dispatcher(dest, self.store, self.outcomes)
         dispatcher.paused = dest.name in self.paused
-        # A fresh live picture and tally, rebuilt from the store before it records anything.
-        await self._restore(dest.name, self.outcomes.restart(dest.name))
+        if restore:  # added or changed by a reload: a fresh picture and tally, from the store
+            await self._restore(dest.name, self.outcomes.restart(dest.name))
         self.dispatchers[dest.name] = dispatcher
         await dispatcher.start()
         return dispatcher
