@@ -80,7 +80,6 @@ class Runtime:
         wakeups: Wakeups,
         intake: Intake,
     ) -> None:
-        self.config = config
         self.store = store
         self.log = dispatch_log
         self.metrics = metrics  # per runtime, not global: tests run many in one process
@@ -88,8 +87,7 @@ class Runtime:
         self.intake = intake  # every event taken in: ingest, tracking, the spool's drain
         self.dispatchers: dict[str, Dispatcher] = wakeups.dispatchers
         self.paused: dict[str, float | None] = {}
-        # What the routes read per request; `config` above stays a plain attribute too (the
-        # guard reads it on every request), and `apply` swaps both together.
+        # What the routes and the guard read per request; `apply` swaps it.
         self.current = Current(config, signer(config))
         self.bots = BotDetector(memory_s=config.tracking.bot_memory_s)
         self.started_at = time.time()
@@ -114,6 +112,11 @@ class Runtime:
         for name in destinations:
             if (d := self.dispatchers.get(name)) is not None:
                 d.recover()
+
+    @property
+    def config(self) -> Config:
+        """The config in force: the one `Current` holds, so the two cannot disagree."""
+        return self.current.config
 
     def is_paused(self, destination: str) -> bool:
         return destination in self.paused
@@ -188,7 +191,7 @@ class Runtime:
         await asyncio.gather(*(d.stop(STOP_GRACE_S) for d in stopping))
         for d in stopping:  # their counts leave the shutdown line with them
             self.outcomes.tallies.pop(d.name, None)
-        self.config = self.current.config = config
+        self.current.config = config
         self.intake.reroute(Router(config.routes, config.destinations))
         self.current.signer = signer(config)
         for name in [n for n in self.dispatchers if n not in keep]:  # the same dict as wakeups'

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import aiohttp_jinja2
@@ -26,6 +25,7 @@ from aiohttp import web
 
 from ...current import Current
 from ..common import JsonError
+from ..front import Check
 
 log = logging.getLogger("relay.console")
 
@@ -64,9 +64,6 @@ def error_page(
     if headers:
         response.headers.update(headers)
     return response
-
-
-Check = Callable[[web.BaseRequest], None]
 
 
 async def serve(request: web.Request, handler: Any, check: Check) -> web.StreamResponse:
